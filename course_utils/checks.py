@@ -1,0 +1,88 @@
+"""Homework feedback: checks that say what was expected, not stack traces.
+
+Every helper raises :class:`CheckFailed` (an ``AssertionError``, so nbgrader scores the cell 0)
+with one clear message. In Jupyter the message is shown without a traceback.
+
+>>> z = call(student_fn, x, name="log_det_planar")            # doctest: +SKIP
+>>> expect_tensor(z, shape=(128,), name="log_det_planar(x)")   # doctest: +SKIP
+>>> expect_close(z, reference, atol=1e-5, name="log_det_planar(x)")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+__all__ = ["CheckFailed", "call", "expect", "expect_tensor", "expect_close", "passed"]
+
+
+class CheckFailed(AssertionError):
+    """A homework check that failed; shown in Jupyter as one line, without a traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython uses this instead of the traceback
+        return [f"\x1b[1;31mCheck failed:\x1b[0m {self}"]
+
+
+def _fail(message: str) -> None:
+    raise CheckFailed(message) from None
+
+
+def call(fn: Callable, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
+    """Call the student's ``fn(*args, **kwargs)``; turn an exception into a clear message."""
+    label = name or getattr(fn, "__name__", "your function")
+    if not callable(fn):
+        _fail(f"{label} should be a function (or class), but it is a {type(fn).__name__}")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        _fail(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code")
+    except CheckFailed:
+        raise
+    except Exception as err:  # noqa: BLE001 - any student error becomes feedback
+        _fail(f"{label} raised {type(err).__name__}: {err}")
+
+
+def expect(condition: bool, message: str) -> None:
+    """Fail with ``message`` unless ``condition`` holds."""
+    if not bool(condition):
+        _fail(message)
+
+
+def expect_tensor(value: Any, shape: Sequence[int] | None = None, name: str = "the result",
+                  dtype: torch.dtype | None = None, finite: bool = True) -> torch.Tensor:
+    """Check that ``value`` is a tensor of the given ``shape`` (and floating ``dtype``), free of NaN/inf."""
+    if not isinstance(value, torch.Tensor):
+        _fail(f"{name} should be a torch.Tensor{'' if shape is None else f' of shape {tuple(shape)}'}, "
+              f"but it is a {type(value).__name__}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        _fail(f"{name} should have shape {tuple(shape)}, but it has shape {tuple(value.shape)}")
+    if dtype is not None and value.dtype != dtype:
+        _fail(f"{name} should have dtype {dtype}, but it has dtype {value.dtype}")
+    if finite and torch.is_floating_point(value):
+        bad = ~torch.isfinite(value)
+        if bad.any():
+            kind = "NaN" if torch.isnan(value).any() else "inf"
+            _fail(f"{name} contains {kind} values ({int(bad.sum())} of {value.numel()} entries); "
+                  "look for a log of a non-positive number or a division by zero")
+    return value
+
+
+def expect_close(value: Any, expected: torch.Tensor | float, atol: float = 1e-5, rtol: float = 1e-4,
+                 name: str = "the result") -> None:
+    """Check ``value`` against ``expected`` within ``atol + rtol * |expected|``, elementwise."""
+    expected_t = torch.as_tensor(expected, dtype=torch.float64)
+    value = expect_tensor(value if isinstance(value, torch.Tensor) else torch.as_tensor(value),
+                          shape=tuple(expected_t.shape), name=name)
+    v = value.detach().double().cpu()
+    err = (v - expected_t).abs()
+    tol = atol + rtol * expected_t.abs()
+    if (err > tol).any():
+        i = int((err - tol).flatten().argmax())
+        _fail(f"{name} is off: at entry {i} it is {v.flatten()[i].item():.6g} but should be "
+              f"{expected_t.flatten()[i].item():.6g} (largest error {err.max().item():.3g}, tolerance {atol:g} + {rtol:g}*|expected|)")
+
+
+def passed(what: str) -> None:
+    """Print a short confirmation after a check cell's assertions."""
+    print(f"✓ {what}")

@@ -1,0 +1,102 @@
+"""One small training loop for the whole course.
+
+>>> history = fit(lambda: model_loss(), model, steps=2000, lr=1e-2)   # doctest: +SKIP
+
+``loss_fn()`` draws its own batch and returns a scalar tensor; :func:`fit` does the rest:
+seeding, the optimiser, a cosine learning-rate decay, a ``tqdm.auto`` progress bar (a widget in
+JupyterLab, text elsewhere), a step budget and/or a wall-clock budget, and the loss history.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import seed_everything
+
+__all__ = ["fit", "History"]
+
+
+@dataclass
+class History:
+    """What a run did: the loss at every step, the steps taken, the wall-clock seconds."""
+
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "steps"
+
+    def smoothed(self, window: int = 50) -> list[float]:
+        """Running mean of the loss over ``window`` steps (for plots)."""
+        out, acc = [], 0.0
+        for i, v in enumerate(self.losses):
+            acc += v
+            if i >= window:
+                acc -= self.losses[i - window]
+            out.append(acc / min(i + 1, window))
+        return out
+
+
+def fit(loss_fn: Callable[[], torch.Tensor], params: nn.Module | Iterable[torch.nn.Parameter], *,
+        steps: int | None = None, seconds: float | None = None, lr: float = 1e-2,
+        weight_decay: float = 0.0, schedule: str | None = "cosine", clip_grad: float | None = None,
+        seed: int | None = 0, progress: bool = True, desc: str = "training") -> History:
+    """Minimise ``loss_fn()`` with Adam for ``steps`` steps or ``seconds`` of wall clock, whichever comes first.
+
+    ``schedule="cosine"`` decays the learning rate to zero over ``steps`` (needs ``steps``).
+    A non-finite loss stops the run with an error that names the step.
+    """
+    if steps is None and seconds is None:
+        raise ValueError("fit needs a budget: pass steps=..., seconds=..., or both")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    if schedule == "cosine" and steps is None:
+        schedule = None
+    if seed is not None:
+        seed_everything(seed)
+    param_list = list(params.parameters() if isinstance(params, nn.Module) else params)
+    if not param_list:
+        raise ValueError("fit got no parameters to train")
+    opt = torch.optim.Adam(param_list, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))) \
+        if schedule == "cosine" else None
+
+    history = History()
+    start = time.perf_counter()
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, mininterval=0.5)
+    try:
+        step = 0
+        while steps is None or step < steps:
+            loss = loss_fn()
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                raise TypeError("loss_fn must return a scalar torch.Tensor")
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"the loss became {float(loss)} at step {step}; lower the learning rate or check the model")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(param_list, clip_grad)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            history.losses.append(float(loss))
+            step += 1
+            bar.update(1)
+            if step % 25 == 0:
+                bar.set_postfix(loss=f"{sum(history.losses[-25:]) / 25:.4f}")
+            if seconds is not None and time.perf_counter() - start > seconds:
+                history.stopped_by = "seconds"
+                break
+    finally:
+        bar.close()
+    history.steps = step
+    history.seconds = time.perf_counter() - start
+    return history
