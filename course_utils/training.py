@@ -87,7 +87,7 @@ def fit(loss_fn: Callable[[], torch.Tensor], params: nn.Module | Iterable[torch.
             opt.step()
             if sched is not None:
                 sched.step()
-            history.losses.append(float(loss))
+            history.losses.append(float(loss.detach()))
             step += 1
             bar.update(1)
             if step % 25 == 0:

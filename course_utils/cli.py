@@ -1,0 +1,53 @@
+"""The ``course`` command: build, check and grade.
+
+    course build                       write notebooks' .ipynb, solution .ipynb and exercises/ from their sources
+    course check                       fail if anything generated is out of date or leaks solutions
+    course grade hw01 SUBMISSIONS/     autograde a folder of submissions into a gradebook and a CSV
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .pipeline import Course, build, check
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="course", description="Build, check and grade the course.")
+    parser.add_argument("--root", type=Path, default=None, help="course checkout (default: found from the current folder)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="write every generated file (.ipynb from .py sources; exercises/ with nbgrader)")
+    sub.add_parser("check", help="fail when a generated file is out of date or solution code leaks into exercises/")
+    g = sub.add_parser("grade", help="autograde a folder of submissions")
+    g.add_argument("assignment", help="homework name or prefix, e.g. hw01")
+    g.add_argument("submissions", type=Path, help="folder with <student>.ipynb or <student>/<notebook>.ipynb")
+    g.add_argument("--out", type=Path, default=None, help="output folder (default: grades/<assignment>/)")
+    g.add_argument("--cell-timeout", type=int, default=60, help="seconds a cell may run (default 60)")
+    g.add_argument("--notebook-timeout", type=int, default=300, help="seconds a whole notebook may run (default 300)")
+    args = parser.parse_args(argv)
+
+    course = Course.find(args.root)
+    if args.command == "build":
+        build(course)
+        return 0
+    if args.command == "check":
+        problems = check(course)
+        for p in problems:
+            print(f"✗ {p}")
+        if problems:
+            print(f"course check: {len(problems)} problem(s)")
+            return 1
+        print("course check: all generated files are in date and nothing leaks")
+        return 0
+    if args.command == "grade":
+        from .grading import grade
+
+        grade(course, args.assignment, args.submissions, args.out, args.cell_timeout, args.notebook_timeout)
+        return 0
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
