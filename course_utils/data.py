@@ -255,7 +255,7 @@ def toy(name: str) -> ToyDistribution:
 def load_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """The 8x8 digits shipped with scikit-learn, as ``(images [N, 1, 8, 8] float32 in [0, 1], labels [N] int64)``.
 
-    ``split`` is ``"train"`` (1437 images) or ``"test"`` (360 images); the split is fixed (a seeded
+    ``split`` is ``"train"`` (1438 images) or ``"test"`` (359 images); the split is fixed (a seeded
     permutation), so every notebook and grader sees the same images.
     """
     if split not in ("train", "test"):

@@ -146,7 +146,12 @@ class Planar(FlowLayer):
     def inverse(self, z):
         _check_input(z, self.dim, "Planar.inverse")
         u = self.u_hat()
-        a = self._solve_projection(z @ self.w, u @ self.w).to(z.dtype)  # a = w.x at the solution
+        wz, wu = z @ self.w, u @ self.w
+        a0 = self._solve_projection(wz, wu).to(z.dtype)  # a = w.x at the solution, without gradients
+        # one Newton step taken with gradients: the value stays a0 (the residual is ~0), and autograd
+        # gets the implicit-function derivative da/dz = w / (1 + wu * tanh'(a + b))
+        t0 = torch.tanh(a0 + self.b)
+        a = a0 - (a0 + wu * t0 - wz) / (1 + wu * (1 - t0 * t0))
         x = z - torch.tanh(a + self.b)[:, None] * u
         # differentiable log-det of the inverse, evaluated at the recovered x
         h = torch.tanh(x @ self.w + self.b)

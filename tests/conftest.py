@@ -1,0 +1,24 @@
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("TQDM_DISABLE", "1")
+sys.path.insert(0, str(Path(__file__).parent))  # for tests/submissions.py
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# kernels, nbgrader and alembic are started by name: find the ones of this environment first
+_bindir = str(Path(sys.executable).parent)
+if _bindir not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+@pytest.fixture(scope="session")
+def course():
+    from course_utils.pipeline import Course
+
+    return Course(ROOT)

@@ -1,0 +1,75 @@
+"""`course grade` on a batch of fake submissions: the right score or status for each, in bounded time,
+with every submission file unchanged."""
+
+import csv
+import hashlib
+import subprocess
+import sys
+import time
+
+import nbformat
+import pytest
+
+from submissions import HW, solved, write_batch
+
+
+@pytest.mark.slow
+def test_grade_a_batch(course, tmp_path):
+    subs = tmp_path / "submissions"
+    expected = write_batch(course, subs)
+    # a loop that swallows the interrupt: only the per-notebook limit can stop it
+    stubborn = ("import time\nwhile True:\n    try:\n        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass\n")
+    nbformat.write(solved(course, {"task3_solution": stubborn}), subs / "hank_stubborn.ipynb")
+    expected["hank_stubborn"] = ("timeout", None)
+    files = [p for p in subs.rglob("*") if p.is_file()]
+    before = {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in files}
+
+    out = tmp_path / "grades"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "course_utils.cli", "--root", str(course.root), "grade", "hw01", str(subs),
+                           "--out", str(out), "--cell-timeout", "10", "--notebook-timeout", "40"],
+                          capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert elapsed < 300, f"grading took {elapsed:.0f} s"
+
+    rows = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
+    assert set(rows) == set(expected)
+    total_col = next(k for k in next(iter(rows.values())) if k.startswith("autograded total"))
+    assert total_col == "autograded total (of 10)"
+    for student, (status, total) in expected.items():
+        r = rows[student]
+        assert r["status"] == status, (student, r)
+        if total is None:
+            assert r[total_col] == "", (student, r)  # no score is reported as a zero
+            assert r["detail"], (student, r)          # ... and the detail says why
+        else:
+            assert float(r[total_col]) == total, (student, r)
+    assert rows["bob_wrong"]["task3_check"] == "3" and rows["bob_wrong"]["task1_check"] == "0"
+    assert rows["carol_endless"]["task1_check"] == "0" and "task1_solution" in rows["carol_endless"]["detail"]
+    assert "task2_check" in rows["frank_deleted"]["detail"]
+    assert rows["alice_solution"]["task5_answer (by hand)"] == ""  # the written answer waits for a human
+
+    after = {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in files}
+    assert before == after, "grading modified a submission"
+    assert sorted(p for p in subs.rglob("*") if p.is_file()) == sorted(files), "grading wrote into the submissions folder"
+
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert {s.id for s in gb.students} == set(expected)
+        assert gb.find_submission(HW, "alice_solution").score == 10
+        assert gb.find_submission(HW, "bob_wrong").score == 3
+
+    # a rerun regrades cleanly: only the new folder's students, fresh scores
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "bob_wrong.ipynb").write_bytes((subs / "bob_wrong.ipynb").read_bytes())
+    proc = subprocess.run([sys.executable, "-m", "course_utils.cli", "--root", str(course.root), "grade", "hw01", str(again),
+                           "--out", str(out), "--cell-timeout", "10", "--notebook-timeout", "40"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = list(csv.DictReader(open(out / "grades.csv")))
+    assert [r["student"] for r in rows] == ["bob_wrong"] and rows[0][total_col] == "3"
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert [s.id for s in gb.students] == ["bob_wrong"]

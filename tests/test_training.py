@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from course_utils import get_device, seed_everything
+from course_utils.data import toy
+from course_utils.flows import ElementwiseAffine, Flow, SinhArcsinh
+from course_utils.training import fit
+
+
+def _run(seed):
+    seed_everything(seed)
+    model = Flow([ElementwiseAffine(2), SinhArcsinh(2), ElementwiseAffine(2)])
+    data = toy("8gaussians").sample((2000,), generator=torch.Generator().manual_seed(0))
+    hist = fit(lambda: -model.log_prob(data).mean(), model, steps=150, lr=2e-2, seed=seed, progress=False)
+    return model, hist
+
+
+def test_loss_falls_on_a_fixed_seed_and_is_reproducible():
+    _, h1 = _run(0)
+    _, h2 = _run(0)
+    assert h1.steps == 150 and len(h1.losses) == 150
+    assert sum(h1.losses[-10:]) / 10 < h1.losses[0] - 0.5
+    assert h1.losses == h2.losses  # same seed, same run
+
+
+def test_time_budget_stops_the_run():
+    w = torch.nn.Parameter(torch.zeros(3))
+    hist = fit(lambda: (w - 1).pow(2).sum(), [w], seconds=0.2, progress=False)
+    assert hist.stopped_by == "seconds" and hist.seconds < 2 and hist.steps > 1
+
+
+def test_non_finite_loss_is_reported_with_its_step():
+    w = torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(RuntimeError, match="step 0"):
+        fit(lambda: (w * float("nan")).sum(), [w], steps=5, progress=False)
+
+
+def test_fit_needs_a_budget_and_parameters():
+    w = torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(ValueError, match="budget"):
+        fit(lambda: w.sum(), [w])
+    with pytest.raises(ValueError, match="no parameters"):
+        fit(lambda: w.sum(), [], steps=1)
+
+
+def test_device_choice(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert get_device().type == "cpu"
+    if not torch.cuda.is_available():
+        monkeypatch.delenv("COURSE_DEVICE")
+        assert get_device().type == "cpu"
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            get_device("cuda")
