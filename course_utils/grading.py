@@ -114,6 +114,13 @@ def _nbgrader(args: list[str], root: Path, timeout: float | None, log: Path) -> 
     return rc, log.read_text(errors="replace")
 
 
+def _last_exception(log_text: str) -> str:
+    """The last ``SomeError: message`` line of a log (what a person needs to see), or ''."""
+    hits = re.findall(r"^\s*([\w.]*(?:Error|Exception|Exit)\b:?.*)$", log_text, re.M)
+    hits = [h.strip() for h in hits if not h.strip().startswith("[")]
+    return hits[-1][:300] if hits else ""
+
+
 def grade(course: Course, assignment: str, submissions: Path, out: Path | None = None,
           cell_timeout: int = 60, notebook_timeout: int = 300, log=print) -> list[GradeRow]:
     """Grade every submission in ``submissions``; write ``out/gradebook.db`` and ``out/grades.csv``."""
@@ -181,9 +188,11 @@ def grade(course: Course, assignment: str, submissions: Path, out: Path | None =
             row.status, row.detail = "timeout", f"the notebook ran past the {notebook_timeout} s notebook limit"
         elif "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text.lower():
             row.status, row.detail = "kernel died", "the kernel crashed or was killed while running the notebook"
+        elif not graded_nb.exists() and "CellTimeoutError" in text:
+            row.status = "timeout"
+            row.detail = f"a cell ran past the {cell_timeout} s cell limit and did not stop when interrupted"
         elif rc != 0 or not graded_nb.exists():
-            last = [ln for ln in text.splitlines() if "ERROR" in ln or "Error" in ln]
-            row.status, row.detail = "grader error", (last[-1][:300] if last else f"nbgrader exited with {rc}")
+            row.status, row.detail = "grader error", _last_exception(text) or f"nbgrader exited with {rc}"
         else:
             timed_out = [c.get("id") for c in nbformat.read(graded_nb, as_version=4).cells if c.cell_type == "code"
                          and any(o.get("ename") == "CellTimeoutError" for o in c.get("outputs", []))]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import seed_everything
+from . import get_device, seed_everything
 
 __all__ = ["fit", "History"]
 
@@ -46,9 +46,12 @@ class History:
 def fit(loss_fn: Callable[[], torch.Tensor], params: nn.Module | Iterable[torch.nn.Parameter], *,
         steps: int | None = None, seconds: float | None = None, lr: float = 1e-2,
         weight_decay: float = 0.0, schedule: str | None = "cosine", clip_grad: float | None = None,
-        seed: int | None = 0, progress: bool = True, desc: str = "training") -> History:
+        seed: int | None = 0, progress: bool = True, desc: str = "training",
+        device: torch.device | str | None = None) -> History:
     """Minimise ``loss_fn()`` with Adam for ``steps`` steps or ``seconds`` of wall clock, whichever comes first.
 
+    ``device``: move a module there first (``"auto"`` means :func:`course_utils.get_device`); by default
+    training runs wherever the parameters already are. ``loss_fn`` must put its batch on the same device.
     ``schedule="cosine"`` decays the learning rate to zero over ``steps`` (needs ``steps``).
     A non-finite loss stops the run with an error that names the step.
     """
@@ -62,6 +65,10 @@ def fit(loss_fn: Callable[[], torch.Tensor], params: nn.Module | Iterable[torch.
         schedule = None
     if seed is not None:
         seed_everything(seed)
+    if device is not None:
+        if not isinstance(params, nn.Module):
+            raise TypeError("fit(device=...) needs an nn.Module; move plain parameters yourself")
+        params.to(get_device() if device == "auto" else torch.device(device))
     param_list = list(params.parameters() if isinstance(params, nn.Module) else params)
     if not param_list:
         raise ValueError("fit got no parameters to train")
@@ -79,7 +86,7 @@ def fit(loss_fn: Callable[[], torch.Tensor], params: nn.Module | Iterable[torch.
             if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
                 raise TypeError("loss_fn must return a scalar torch.Tensor")
             if not torch.isfinite(loss):
-                raise RuntimeError(f"the loss became {float(loss)} at step {step}; lower the learning rate or check the model")
+                raise RuntimeError(f"the loss became {float(loss.detach())} at step {step}; lower the learning rate or check the model")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip_grad is not None:

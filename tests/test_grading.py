@@ -13,6 +13,19 @@ import pytest
 from submissions import HW, solved, write_batch
 
 
+def _kernel_pids():
+    import psutil
+
+    pids = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any("ipykernel_launcher" in part for part in (p.info["cmdline"] or [])):
+                pids.add(p.info["pid"])
+        except psutil.Error:
+            pass
+    return pids
+
+
 @pytest.mark.slow
 def test_grade_a_batch(course, tmp_path):
     subs = tmp_path / "submissions"
@@ -21,13 +34,21 @@ def test_grade_a_batch(course, tmp_path):
     stubborn = ("import time\nwhile True:\n    try:\n        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass\n")
     nbformat.write(solved(course, {"task3_solution": stubborn}), subs / "hank_stubborn.ipynb")
     expected["hank_stubborn"] = ("timeout", None)
+    # every cell within the cell limit, the whole notebook past the notebook limit
+    slow = solved(course)
+    for cell in slow.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code":
+            cell.source = "import time\ntime.sleep(9)\n" + cell.source
+    nbformat.write(slow, subs / "ivan_slow.ipynb")
+    expected["ivan_slow"] = ("timeout", None)
+    kernels_before = _kernel_pids()
     files = [p for p in subs.rglob("*") if p.is_file()]
     before = {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in files}
 
     out = tmp_path / "grades"
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "course_utils.cli", "--root", str(course.root), "grade", "hw01", str(subs),
-                           "--out", str(out), "--cell-timeout", "10", "--notebook-timeout", "40"],
+                           "--out", str(out), "--cell-timeout", "10", "--notebook-timeout", "30"],
                           capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -49,6 +70,9 @@ def test_grade_a_batch(course, tmp_path):
     assert rows["carol_endless"]["task1_check"] == "0" and "task1_solution" in rows["carol_endless"]["detail"]
     assert "task2_check" in rows["frank_deleted"]["detail"]
     assert rows["alice_solution"]["task5_answer (by hand)"] == ""  # the written answer waits for a human
+    assert "30 s notebook limit" in rows["ivan_slow"]["detail"]
+    assert "did not stop when interrupted" in rows["hank_stubborn"]["detail"]
+    assert _kernel_pids() <= kernels_before, "grading left kernels running"
 
     after = {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in files}
     assert before == after, "grading modified a submission"

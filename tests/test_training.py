@@ -51,3 +51,12 @@ def test_device_choice(monkeypatch):
         assert get_device().type == "cpu"
         with pytest.raises(RuntimeError, match="no CUDA"):
             get_device("cuda")
+
+
+def test_fit_moves_a_module_to_the_chosen_device():
+    model = torch.nn.Linear(2, 1)
+    x = torch.randn(64, 2)
+    fit(lambda: model(x).pow(2).mean(), model, steps=3, device="cpu", progress=False)
+    assert next(model.parameters()).device.type == "cpu"
+    with pytest.raises(TypeError, match="nn.Module"):
+        fit(lambda: x.sum(), [torch.nn.Parameter(torch.zeros(1))], steps=1, device="cpu")
