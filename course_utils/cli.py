@@ -3,6 +3,7 @@
     course build                       write notebooks' .ipynb, solution .ipynb and exercises/ from their sources
     course check                       fail if anything generated is out of date or leaks solutions
     course grade hw01 SUBMISSIONS/     autograde a folder of submissions into a gradebook and a CSV
+    course bench notebooks             time every lecture and solution notebook against its budget
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, default=None, help="output folder (default: grades/<assignment>/)")
     g.add_argument("--cell-timeout", type=int, default=60, help="seconds a cell may run (default 60)")
     g.add_argument("--notebook-timeout", type=int, default=300, help="seconds a whole notebook may run (default 300)")
+    b = sub.add_parser("bench", help="measure: `course bench notebooks` times every notebook against its budget")
+    b.add_argument("what", choices=["notebooks"], help="what to benchmark")
     args = parser.parse_args(argv)
 
     course = Course.find(args.root)
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
         grade(course, args.assignment, args.submissions, args.out, args.cell_timeout, args.notebook_timeout)
         return 0
+    if args.command == "bench":
+        from .bench import bench_notebooks
+
+        return bench_notebooks(course)
     return 2  # pragma: no cover
 
 
