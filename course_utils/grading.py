@@ -36,7 +36,7 @@ import nbformat
 
 from .pipeline import Course, notebook_text
 
-__all__ = ["grade", "GradeRow", "find_submissions"]
+__all__ = ["grade", "GradeRow", "find_submissions", "kill_tree"]
 
 _STUDENT_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -75,8 +75,8 @@ def _sha256(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """Kill the autograde process and everything it started (the kernel runs in its own session)."""
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Kill a process and everything it started (kernels run in sessions of their own), then reap it."""
     try:
         import psutil  # a dependency of ipykernel
 
@@ -109,7 +109,7 @@ def _nbgrader(args: list[str], root: Path, timeout: float | None, log: Path) -> 
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_tree(proc)
+            kill_tree(proc)
             rc = None
     return rc, log.read_text(errors="replace")
 

@@ -147,7 +147,7 @@ def cov_figure(state: CovState):
     ax.plot(state.y, state.density, color="C3", lw=2, label="formula $p_X(g^{-1}(y))\\,|dg^{-1}/dy|$")
     ax.set_title(f"pushforward, {formula}\n∫p = {state.integral:.3f}, TV(hist, formula) = {state.hist_tv:.3f}", fontsize=10)
     ax.set_xlabel("y")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
     ax = axes[2]
     ax.plot(state.x, state.log_det, color="C2")
     ax.axhline(0, color="0.6", lw=0.8, ls="--")
