@@ -8,7 +8,8 @@ A layer maps *data towards the base distribution*:
 
 A :class:`Flow` is a list of layers plus a base density, so ``log_prob`` is one pass,
 ``sample`` is one reverse pass, and layer-by-layer pictures come for free (:meth:`Flow.trajectory`).
-Chapter 01 builds the elementwise and planar layers here; later chapters add their own.
+Chapter 01 builds the elementwise and planar layers; chapter 02 the linear (LU, QR), autoregressive
+(MADE, MAF, IAF) and coupling (NICE, RealNVP) layers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["FlowLayer", "ElementwiseAffine", "SinhArcsinh", "Planar", "Flow", "standard_normal_log_prob"]
+__all__ = ["FlowLayer", "ElementwiseAffine", "SinhArcsinh", "Planar", "Flow", "standard_normal_log_prob",
+           "Reverse", "LULinear", "QRLinear", "made_masks", "MADE", "MAF", "IAF", "AffineCoupling",
+           "checkerboard_masks", "realnvp", "standardize", "maf_flow"]
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -211,3 +214,294 @@ class Flow(nn.Module):
             x, _ = layer(x)
             points.append(x)
         return points
+
+
+# =============================================================================================
+# Chapter 02: linear, autoregressive and coupling layers
+# =============================================================================================
+class Reverse(FlowLayer):
+    """Reverse the order of the coordinates (a permutation: ``log_det = 0``)."""
+
+    def forward(self, x):
+        _check_input(x, self.dim, "Reverse.forward")
+        return x.flip(-1), x.new_zeros(len(x))
+
+    def inverse(self, z):
+        _check_input(z, self.dim, "Reverse.inverse")
+        return z.flip(-1), z.new_zeros(len(z))
+
+
+class LULinear(FlowLayer):
+    """``z = W x + b`` with ``W = P L U``: ``P`` a fixed permutation, ``L`` unit lower-triangular, ``U`` upper-triangular
+    with positive diagonal ``exp(log_diag)``. ``log|det W| = sum(log_diag)`` costs O(D) instead of O(D^3); the inverse is
+    two triangular solves.
+    """
+
+    def __init__(self, dim: int, seed: int = 0):
+        super().__init__(dim)
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("perm", torch.randperm(dim, generator=g))
+        self.lower = nn.Parameter(torch.zeros(dim, dim))
+        self.upper = nn.Parameter(torch.zeros(dim, dim))
+        self.log_diag = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        eye = torch.eye(self.dim, dtype=self.lower.dtype, device=self.lower.device)
+        L = torch.tril(self.lower, -1) + eye
+        U = torch.triu(self.upper, 1) + torch.diag(self.log_diag.exp())
+        return L, U
+
+    def weight(self) -> torch.Tensor:
+        L, U = self.factors()
+        return (L @ U)[torch.argsort(self.perm)]  # rows permuted: W = P L U
+
+    def forward(self, x):
+        _check_input(x, self.dim, "LULinear.forward")
+        z = x @ self.weight().T + self.bias
+        return z, self.log_diag.sum().expand(len(x))
+
+    def inverse(self, z):
+        _check_input(z, self.dim, "LULinear.inverse")
+        L, U = self.factors()
+        y = (z - self.bias)[:, self.perm].T  # P^T (z - b), columns are samples
+        y = torch.linalg.solve_triangular(L, y, upper=False, unitriangular=True)
+        x = torch.linalg.solve_triangular(U, y, upper=True).T
+        return x, (-self.log_diag.sum()).expand(len(z))
+
+
+class QRLinear(FlowLayer):
+    """``z = Q R x + b`` with ``Q = matrix_exp(A - A^T)`` orthogonal (``det Q = 1``) and ``R`` upper-triangular with
+    positive diagonal ``exp(log_diag)``: ``log|det| = sum(log_diag)``; the inverse is ``R^{-1} Q^T (z - b)``.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.skew = nn.Parameter(torch.zeros(dim, dim))
+        self.upper = nn.Parameter(torch.zeros(dim, dim))
+        self.log_diag = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        Q = torch.linalg.matrix_exp(self.skew - self.skew.T)
+        R = torch.triu(self.upper, 1) + torch.diag(self.log_diag.exp())
+        return Q, R
+
+    def forward(self, x):
+        _check_input(x, self.dim, "QRLinear.forward")
+        Q, R = self.factors()
+        return x @ (Q @ R).T + self.bias, self.log_diag.sum().expand(len(x))
+
+    def inverse(self, z):
+        _check_input(z, self.dim, "QRLinear.inverse")
+        Q, R = self.factors()
+        x = torch.linalg.solve_triangular(R, Q.T @ (z - self.bias).T, upper=True).T
+        return x, (-self.log_diag.sum()).expand(len(z))
+
+
+def made_masks(dim: int, hidden: Sequence[int], order: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Masks of a MADE network (Germain et al., 2015) for inputs in autoregressive ``order`` (default 0..D-1).
+
+    Input ``i`` gets degree ``order[i]``; hidden unit ``k`` of each layer a degree ``m_k`` in ``[0, D-2]`` (cycled);
+    a hidden unit sees inputs with degree ``<= m_k``; output ``i`` sees hidden units with degree ``< order[i]``. So
+    output ``i`` depends only on inputs that come before it in the order. Returns one ``[out, in]`` mask per layer,
+    the last for a single output block of size D (repeat it for several parameters per dimension).
+    """
+    if dim < 2:
+        raise ValueError(f"MADE needs dim >= 2, got {dim}")
+    deg_in = torch.arange(dim) if order is None else torch.as_tensor(order)
+    if sorted(deg_in.tolist()) != list(range(dim)):
+        raise ValueError(f"order must be a permutation of 0..{dim - 1}, got {deg_in.tolist()}")
+    degrees = [deg_in]
+    for h in hidden:
+        degrees.append(torch.arange(h) % (dim - 1))
+    masks = [(d_out[:, None] >= d_in[None, :]).float() for d_in, d_out in zip(degrees[:-1], degrees[1:])]
+    masks.append((deg_in[:, None] > degrees[-1][None, :]).float())
+    return masks
+
+
+class MaskedLinear(nn.Linear):
+    def __init__(self, mask: torch.Tensor):
+        super().__init__(mask.shape[1], mask.shape[0])
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """Autoregressive network: ``x [B, D] -> (mu, alpha)``, each ``[B, D]``, where output ``i`` depends on ``x_{<i}`` only
+    (in ``order``). Used by :class:`MAF` and :class:`IAF`.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order: torch.Tensor | None = None):
+        super().__init__()
+        masks = made_masks(dim, hidden, order)
+        out_mask = masks[-1].repeat(2, 1)  # mu and alpha
+        layers: list[nn.Module] = []
+        for m in masks[:-1]:
+            layers += [MaskedLinear(m), nn.ReLU()]
+        layers.append(MaskedLinear(out_mask))
+        self.net = nn.Sequential(*layers)
+        self.dim = dim
+
+    def forward(self, x):
+        mu, alpha = self.net(x).chunk(2, dim=-1)
+        return mu, alpha
+
+
+def _soft_clamp(a: torch.Tensor, bound: float) -> torch.Tensor:
+    """A smooth clamp to ``(-bound, bound)``: keeps log-scales finite early in training."""
+    return bound * torch.tanh(a / bound)
+
+
+class MAF(FlowLayer):
+    """Masked autoregressive flow layer (Papamakarios et al., 2017), data towards base:
+
+    ``z_i = (x_i - mu_i(x_{<i})) * exp(-alpha_i(x_{<i}))``, ``log|det dz/dx| = -sum_i alpha_i``.
+    Density: one network pass. Sampling (``inverse``): D sequential passes, ``x_i = z_i exp(alpha_i) + mu_i``.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order: torch.Tensor | None = None, bound: float = 5.0):
+        super().__init__(dim)
+        self.made = MADE(dim, hidden, order)
+        self.order = torch.arange(dim) if order is None else torch.as_tensor(order)
+        self.bound = bound
+
+    def _params(self, h):
+        mu, alpha = self.made(h)
+        return mu, _soft_clamp(alpha, self.bound)
+
+    def forward(self, x):
+        _check_input(x, self.dim, "MAF.forward")
+        mu, alpha = self._params(x)
+        return (x - mu) * torch.exp(-alpha), -alpha.sum(-1)
+
+    def inverse(self, z):
+        _check_input(z, self.dim, "MAF.inverse")
+        x = torch.zeros_like(z)
+        for i in torch.argsort(self.order).tolist():  # dimensions in autoregressive order: D passes
+            mu, alpha = self._params(x)
+            x = x.clone()
+            x[:, i] = z[:, i] * torch.exp(alpha[:, i]) + mu[:, i]
+        mu, alpha = self._params(x)
+        return x, alpha.sum(-1)
+
+
+class IAF(FlowLayer):
+    """Inverse autoregressive flow layer (Kingma et al., 2016): the MAF computation run the other way.
+
+    The *sampling* direction is one pass, ``x_i = z_i exp(alpha_i(z_{<i})) + mu_i(z_{<i})``; the density of an external
+    ``x`` (``forward``) needs D sequential passes to recover ``z``. ``log|det dz/dx| = -sum_i alpha_i(z_{<i})``.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order: torch.Tensor | None = None, bound: float = 5.0):
+        super().__init__(dim)
+        self.made = MADE(dim, hidden, order)
+        self.order = torch.arange(dim) if order is None else torch.as_tensor(order)
+        self.bound = bound
+
+    def _params(self, h):
+        mu, alpha = self.made(h)
+        return mu, _soft_clamp(alpha, self.bound)
+
+    def inverse(self, z):
+        _check_input(z, self.dim, "IAF.inverse")
+        mu, alpha = self._params(z)
+        return z * torch.exp(alpha) + mu, alpha.sum(-1)
+
+    def forward(self, x):
+        _check_input(x, self.dim, "IAF.forward")
+        z = torch.zeros_like(x)
+        for i in torch.argsort(self.order).tolist():  # D passes
+            mu, alpha = self._params(z)
+            z = z.clone()
+            z[:, i] = (x[:, i] - mu[:, i]) * torch.exp(-alpha[:, i])
+        mu, alpha = self._params(z)
+        return z, -alpha.sum(-1)
+
+
+def _mlp(d_in: int, d_out: int, hidden: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(d_in, h), nn.SiLU()]
+        d_in = h
+    layers.append(nn.Linear(d_in, d_out))
+    return nn.Sequential(*layers)
+
+
+class AffineCoupling(FlowLayer):
+    """RealNVP coupling layer (Dinh et al., 2017). ``mask`` (0/1, shape ``[D]``) marks the coordinates that pass unchanged
+    and condition the others:
+
+    ``z = m*x + (1-m)*(x*exp(s(m*x)) + t(m*x))``, ``log|det| = sum((1-m)*s)`` (the Jacobian is triangular after
+    permuting). The log-scale is kept in ``(-bound, bound)`` with a soft clamp for stable training. ``additive=True``
+    fixes ``s = 0``: the volume-preserving NICE layer (Dinh et al., 2015).
+    The last layer of the conditioner starts at zero, so a new layer is the identity.
+    """
+
+    def __init__(self, dim: int, mask: torch.Tensor, hidden: Sequence[int] = (64, 64), additive: bool = False,
+                 bound: float = 3.0):
+        super().__init__(dim)
+        mask = torch.as_tensor(mask, dtype=torch.float32)
+        if mask.shape != (dim,) or not ((mask == 0) | (mask == 1)).all() or mask.sum() in (0, dim):
+            raise ValueError(f"mask must be a 0/1 vector of length {dim} with both values, got {mask.tolist()}")
+        self.register_buffer("mask", mask)
+        self.additive, self.bound = additive, bound
+        self.net = _mlp(dim, dim if additive else 2 * dim, hidden)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def _shift_and_log_scale(self, x_kept):
+        out = self.net(x_kept)
+        if self.additive:
+            return out, torch.zeros_like(out)
+        t, s = out.chunk(2, dim=-1)
+        return t, _soft_clamp(s, self.bound)
+
+    def forward(self, x):
+        _check_input(x, self.dim, "AffineCoupling.forward")
+        t, s = self._shift_and_log_scale(x * self.mask)
+        free = 1 - self.mask
+        z = x * self.mask + free * (x * torch.exp(s) + t)
+        return z, (free * s).sum(-1)
+
+    def inverse(self, z):
+        _check_input(z, self.dim, "AffineCoupling.inverse")
+        t, s = self._shift_and_log_scale(z * self.mask)  # the kept part is unchanged, so the same t and s
+        free = 1 - self.mask
+        x = z * self.mask + free * (z - t) * torch.exp(-s)
+        return x, -(free * s).sum(-1)
+
+
+def checkerboard_masks(dim: int, n: int) -> list[torch.Tensor]:
+    """``n`` alternating 0/1 masks of length ``dim`` (even coordinates, then odd ones, ...)."""
+    base = (torch.arange(dim) % 2 == 0).float()
+    return [base if k % 2 == 0 else 1 - base for k in range(n)]
+
+
+def realnvp(dim: int, n_layers: int = 8, hidden: Sequence[int] = (64, 64), additive: bool = False,
+            linear: bool = False) -> Flow:
+    """A RealNVP (or, with ``additive=True``, NICE) flow: alternating coupling layers, optional LU-linear mixing,
+    and a final elementwise affine layer (NICE's diagonal scaling)."""
+    layers: list[FlowLayer] = []
+    for k, m in enumerate(checkerboard_masks(dim, n_layers)):
+        if linear:
+            layers.append(LULinear(dim, seed=k))
+        layers.append(AffineCoupling(dim, m, hidden, additive=additive))
+    layers.append(ElementwiseAffine(dim))
+    return Flow(layers)
+
+
+def standardize(x: torch.Tensor) -> ElementwiseAffine:
+    """An :class:`ElementwiseAffine` layer initialised to map ``x`` to zero mean and unit variance per coordinate."""
+    std, mean = x.std(0).clamp_min(1e-6), x.mean(0)
+    return ElementwiseAffine(x.shape[1], log_scale=-std.log(), shift=-mean / std)
+
+
+def maf_flow(dim: int, n_layers: int = 8, hidden: Sequence[int] = (64, 64), data: torch.Tensor | None = None) -> Flow:
+    """A stack of MAF layers with the order reversed in between; standardises ``data`` first when given."""
+    layers: list[FlowLayer] = [standardize(data)] if data is not None else []
+    for _ in range(n_layers):
+        layers += [MAF(dim, hidden), Reverse(dim)]
+    return Flow(layers)

@@ -47,9 +47,9 @@ import torch
 
 from course_utils import get_device, seed_everything
 from course_utils.data import toy
-from course_utils.flows import ElementwiseAffine, Flow, Planar, SinhArcsinh, standard_normal_log_prob
+from course_utils.flows import ElementwiseAffine, Flow, Planar, SinhArcsinh, standard_normal_log_prob, standardize
 from course_utils.plotting import plot_density, plot_samples
-from course_utils.training import fit
+from course_utils.training import fit, fit_toy_density, format_table
 
 seed_everything(0)
 device = get_device()
@@ -362,46 +362,26 @@ plt.show()
 # %%
 def make_flow(kind, x_train, n_blocks=16):
     """'elementwise': affine and sinh-arcsinh layers only; 'planar': blocks of planar + sinh-arcsinh layers."""
-    layers = [ElementwiseAffine(2, log_scale=-x_train.std(0).log(), shift=-x_train.mean(0) / x_train.std(0))]
+    layers = [standardize(x_train)]
     if kind == "elementwise":
         layers += [SinhArcsinh(2), ElementwiseAffine(2), SinhArcsinh(2)]
     else:
         for _ in range(n_blocks):
             layers += [Planar(2), SinhArcsinh(2)]
-    return Flow(layers + [ElementwiseAffine(2)]).to(device)
+    return Flow(layers + [ElementwiseAffine(2)])
 
 
-def train_and_measure(name, kind, steps):
-    target = toy(name)
-    gen = torch.Generator().manual_seed(0)
-    x_train, x_test = target.sample((20_000,), generator=gen), target.sample((20_000,), generator=gen)
-    seed_everything(0)
-    model = make_flow(kind, x_train)
-    x_train_d = x_train.to(device)
-
-    def nll():
-        return -model.log_prob(x_train_d[torch.randint(len(x_train_d), (512,), device=device)]).mean()
-
-    history = fit(nll, model, steps=steps, lr=5e-3, desc=f"{name}/{kind}")
-    with torch.no_grad():
-        lp_model = model.log_prob(x_test.to(device)).cpu()
-    lp_true = target.log_prob(x_test)
-    return model, history, {"target": name, "model": kind, "test NLL": -lp_model.mean().item(),
-                            "entropy": -lp_true.mean().item(), "KL gap": (lp_true - lp_model).mean().item(),
-                            "± (s.e.)": ((lp_true - lp_model).std() / math.sqrt(len(x_test))).item(),
-                            "seconds": history.seconds}
-
-
+# fit_toy_density draws fixed train/test sets (20k each), trains by MLE with `fit`, and measures
+# test NLL, the target's entropy and the KL gap = mean over test points of log p(x) - log q(x)
 results, models = [], {}
 for name in ("8gaussians", "moons"):
     for kind, steps in (("elementwise", 800), ("planar", 2000)):
-        model, history, row = train_and_measure(name, kind, steps)
-        results.append(row)
+        model, history, row = fit_toy_density(lambda x, kind=kind: make_flow(kind, x), name, steps=steps, lr=5e-3,
+                                              device=device, desc=f"{name}/{kind}")
+        results.append({"model": kind, **row})
         models[name, kind] = (model, history)
 
-print(f"{'target':12s}{'model':13s}{'test NLL':>10s}{'entropy':>10s}{'KL gap':>9s}{'± s.e.':>8s}{'seconds':>9s}")
-for r in results:
-    print(f"{r['target']:12s}{r['model']:13s}{r['test NLL']:10.3f}{r['entropy']:10.3f}{r['KL gap']:9.3f}{r['± (s.e.)']:8.3f}{r['seconds']:9.1f}")
+print(format_table(results, ["target", "model", "test NLL", "entropy", "KL gap", "± s.e.", "seconds"]))
 
 gap = {(r["target"], r["model"]): r["KL gap"] for r in results}
 for name in ("8gaussians", "moons"):

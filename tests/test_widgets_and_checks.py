@@ -76,3 +76,47 @@ def test_checks_give_one_clear_message():
     expect_close(torch.tensor([1.0, 2.0]), [1.0, 2.0])  # passes silently
     assert issubclass(CheckFailed, AssertionError)
     assert CheckFailed("x")._render_traceback_() == ["\x1b[1;31mCheck failed:\x1b[0m x"]
+
+
+def _small_flow():
+    from course_utils.flows import maf_flow
+
+    torch.manual_seed(0)
+    flow = maf_flow(2, n_layers=2, hidden=(8,), data=torch.randn(100, 2) * 2 + 1)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return flow
+
+
+def test_flow_layers_state_follows_the_flow_in_both_directions():
+    from course_utils.widgets import flow_layers_state
+
+    flow, x = _small_flow(), torch.randn(50, 2)
+    n = len(flow.layers)
+    s0 = flow_layers_state(flow, x, 0)
+    assert torch.allclose(torch.from_numpy(s0.points), x) and (s0.log_det == 0).all() and s0.layer_name == ""
+    sn = flow_layers_state(flow, x, n)
+    z, ld = flow(x)
+    assert torch.allclose(torch.from_numpy(sn.points), z.detach(), atol=1e-5)
+    assert torch.allclose(torch.from_numpy(sn.log_det), ld.detach(), atol=1e-5)
+    assert len(sn.mean_log_det) == n + 1 and abs(sn.mean_log_det[-1] - float(ld.mean())) < 1e-4
+    back = flow_layers_state(flow, x, n, "base → data")
+    z0 = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(torch.from_numpy(back.points), flow.inverse(z0)[0].detach(), atol=1e-5)
+    assert back.layer_name.endswith("⁻¹")
+    with pytest.raises(ValueError, match="between 0"):
+        flow_layers_state(flow, x, n + 1)
+
+
+def test_flow_layers_explorer_redraws():
+    from course_utils.widgets import FlowLayersExplorer, flow_layers_figure, flow_layers_state
+
+    flow = _small_flow()
+    e = FlowLayersExplorer(flow, torch.randn(200, 2))
+    first = e.image.value
+    e.slider.value = 2
+    second = e.image.value
+    e.direction.value = "base → data"
+    assert len({first, second, e.image.value}) == 3
+    flow_layers_figure(flow_layers_state(flow, torch.randn(10, 2), 1))
