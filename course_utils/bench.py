@@ -40,3 +40,66 @@ def bench_notebooks(course: Course, log=print) -> int:
         rows.append((src.stem, kind, secs, verdict))
         log(f"{src.stem:44s}{kind:>10s}{secs:10.1f}{BUDGETS[kind]:9.0f}  {verdict}")
     return 1 if bad else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# course bench flows
+# ---------------------------------------------------------------------------------------------
+def _flow_models() -> dict:
+    from .flows import Flow, maf_flow, realnvp, standardize
+
+    return {
+        "NICE": lambda x: Flow([standardize(x), *realnvp(2, n_layers=8, hidden=(64, 64), additive=True).layers]),
+        "RealNVP": lambda x: Flow([standardize(x), *realnvp(2, n_layers=8, hidden=(64, 64)).layers]),
+        "MAF": lambda x: maf_flow(2, n_layers=8, hidden=(64, 64), data=x),
+    }
+
+
+def _zuko_models() -> dict:
+    """zuko's flows (an optional extra, not a course dependency), wrapped to expose ``log_prob`` on standardised data."""
+    try:
+        import zuko
+    except ImportError:
+        return {}
+    import torch
+
+    from .flows import standardize
+
+    class ZukoFlow(torch.nn.Module):
+        def __init__(self, flow, x):
+            super().__init__()
+            self.pre, self.flow = standardize(x), flow
+
+        def log_prob(self, x):
+            z, log_det = self.pre(x)
+            return self.flow().log_prob(z) + log_det
+
+    return {
+        "zuko MAF": lambda x: ZukoFlow(zuko.flows.MAF(features=2, transforms=8, hidden_features=(64, 64)), x),
+        "zuko NSF": lambda x: ZukoFlow(zuko.flows.NSF(features=2, transforms=4, hidden_features=(64, 64)), x),
+    }
+
+
+def bench_flows(seconds: float = 10.0, targets=None, models=None, log=print) -> list[dict]:
+    """Train each model on each toy target for ``seconds`` of wall clock; print and return the table."""
+    from .data import TOY_NAMES
+    from .training import fit_toy_density, format_table
+
+    zoo = {**_flow_models(), **_zuko_models()}
+    chosen = list(models or zoo)
+    unknown = [m for m in chosen if m not in zoo]
+    if unknown:
+        raise SystemExit(f"course bench flows: unknown model(s) {unknown}; known: {', '.join(zoo)}")
+    if not any(m.startswith("zuko") for m in zoo):
+        log("(zuko is not installed: `pip install zuko` to compare with its MAF and NSF)")
+    rows = []
+    columns = ["target", "model", "test NLL", "entropy", "KL gap", "± s.e.", "seconds", "steps", "params"]
+    for target in targets or TOY_NAMES:
+        for name in chosen:
+            _, _, row = fit_toy_density(zoo[name], target, steps=None, seconds=seconds, batch_size=1024, lr=5e-3,
+                                        progress=False)
+            rows.append({"model": name, **row})
+            log(f"  {target:>12s}  {name:>9s}: KL gap {row['KL gap']:.3f} nats after {row['steps']} steps")
+    log("")
+    log(format_table(rows, columns))
+    return rows

@@ -4,6 +4,7 @@
     course check                       fail if anything generated is out of date or leaks solutions
     course grade hw01 SUBMISSIONS/     autograde a folder of submissions into a gradebook and a CSV
     course bench notebooks             time every lecture and solution notebook against its budget
+    course bench flows                 train the chapter-02 flows (and zuko's, if installed) on every toy target
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, default=None, help="output folder (default: grades/<assignment>/)")
     g.add_argument("--cell-timeout", type=int, default=60, help="seconds a cell may run (default 60)")
     g.add_argument("--notebook-timeout", type=int, default=300, help="seconds a whole notebook may run (default 300)")
-    b = sub.add_parser("bench", help="measure: `course bench notebooks` times every notebook against its budget")
-    b.add_argument("what", choices=["notebooks"], help="what to benchmark")
+    b = sub.add_parser("bench", help="measure: `notebooks` (times against budgets) or `flows` (KL gaps on the toy zoo)")
+    b.add_argument("what", choices=["notebooks", "flows"], help="what to benchmark")
+    b.add_argument("--seconds", type=float, default=10.0, help="flows: training budget per model and target (default 10)")
+    b.add_argument("--targets", nargs="*", default=None, help="flows: toy targets (default: all)")
+    b.add_argument("--models", nargs="*", default=None, help="flows: models (default: all available)")
     args = parser.parse_args(argv)
 
     course = Course.find(args.root)
@@ -50,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         grade(course, args.assignment, args.submissions, args.out, args.cell_timeout, args.notebook_timeout)
         return 0
     if args.command == "bench":
-        from .bench import bench_notebooks
+        from .bench import bench_flows, bench_notebooks
 
+        if args.what == "flows":
+            bench_flows(args.seconds, args.targets, args.models)
+            return 0
         return bench_notebooks(course)
     return 2  # pragma: no cover
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 __all__ = ["FlowLayer", "ElementwiseAffine", "SinhArcsinh", "Planar", "Flow", "standard_normal_log_prob",
            "Reverse", "LULinear", "QRLinear", "made_masks", "MADE", "MAF", "IAF", "AffineCoupling",
-           "checkerboard_masks", "realnvp", "standardize", "maf_flow"]
+           "checkerboard_masks", "realnvp", "standardize", "maf_flow", "jacobian_log_det", "randomize_"]
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -505,3 +505,26 @@ def maf_flow(dim: int, n_layers: int = 8, hidden: Sequence[int] = (64, 64), data
     for _ in range(n_layers):
         layers += [MAF(dim, hidden), Reverse(dim)]
     return Flow(layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# references for checks and tests
+# ---------------------------------------------------------------------------------------------
+def jacobian_log_det(fn, x: torch.Tensor) -> torch.Tensor:
+    """``log|det J_fn(x_b)|`` for each row ``x_b`` of ``x`` ``[B, D]``, from the full autograd Jacobian.
+
+    The O(D^3) reference that every cheap log-det in the course is checked against.
+    """
+    return torch.stack([torch.linalg.slogdet(torch.autograd.functional.jacobian(fn, xi)).logabsdet for xi in x])
+
+
+def randomize_(module: nn.Module, scale: float = 0.3, seed: int = 0) -> nn.Module:
+    """Overwrite every parameter with ``scale * N(0, 1)`` (in place; returns the module).
+
+    Layers that start as the identity (zero-initialised couplings) make wrong log-dets invisible: check on random weights.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=g).to(p))
+    return module

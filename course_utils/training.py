@@ -52,7 +52,7 @@ def fit(loss_fn: Callable[[], torch.Tensor], params: nn.Module | Iterable[torch.
 
     ``device``: move a module there first (``"auto"`` means :func:`course_utils.get_device`); by default
     training runs wherever the parameters already are. ``loss_fn`` must put its batch on the same device.
-    ``schedule="cosine"`` decays the learning rate to zero over ``steps`` (needs ``steps``).
+    ``schedule="cosine"`` decays the learning rate to zero over ``steps``, or over ``seconds`` when no step budget is given.
     A non-finite loss stops the run with an error that names the step.
     """
     if steps is None and seconds is None:
@@ -61,8 +61,7 @@ def fit(loss_fn: Callable[[], torch.Tensor], params: nn.Module | Iterable[torch.
         raise ValueError(f"steps must be >= 1, got {steps}")
     if schedule not in (None, "cosine"):
         raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
-    if schedule == "cosine" and steps is None:
-        schedule = None
+    time_cosine = schedule == "cosine" and steps is None  # a wall-clock budget: decay over the seconds instead
     if seed is not None:
         seed_everything(seed)
     if device is not None:
@@ -74,7 +73,7 @@ def fit(loss_fn: Callable[[], torch.Tensor], params: nn.Module | Iterable[torch.
         raise ValueError("fit got no parameters to train")
     opt = torch.optim.Adam(param_list, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))) \
-        if schedule == "cosine" else None
+        if schedule == "cosine" and not time_cosine else None
 
     history = History()
     start = time.perf_counter()
@@ -94,6 +93,10 @@ def fit(loss_fn: Callable[[], torch.Tensor], params: nn.Module | Iterable[torch.
             opt.step()
             if sched is not None:
                 sched.step()
+            elif time_cosine:
+                frac = min(1.0, (time.perf_counter() - start) / seconds)
+                for group in opt.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
             history.losses.append(float(loss.detach()))
             step += 1
             bar.update(1)

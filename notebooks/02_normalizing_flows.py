@@ -45,8 +45,8 @@ import torch
 
 from course_utils import get_device, seed_everything
 from course_utils.data import TOY_NAMES, toy
-from course_utils.flows import (IAF, MADE, MAF, AffineCoupling, LULinear, QRLinear, Reverse, made_masks, maf_flow,
-                                realnvp)
+from course_utils.flows import (IAF, MADE, MAF, AffineCoupling, LULinear, QRLinear, jacobian_log_det, maf_flow,
+                                randomize_, realnvp)
 from course_utils.plotting import plot_density, plot_samples
 from course_utils.training import fit_toy_density, format_table
 from course_utils.widgets import flow_layers_explorer
@@ -58,17 +58,8 @@ print("computing on", device)
 
 
 def randomize(module, scale=0.3, seed=0):
-    """Random weights everywhere: checks on freshly initialised layers (often the identity) prove nothing."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(scale * torch.randn(p.shape, generator=g))
-    return module.double()
-
-
-def autograd_log_det(fn, x):
-    """log|det J_fn| at each row of x, from the full autograd Jacobian (the O(D^3) reference)."""
-    return torch.stack([torch.linalg.slogdet(torch.autograd.functional.jacobian(fn, xi)).logabsdet for xi in x])
+    """Random weights everywhere, in float64: checks on freshly initialised layers (often the identity) prove nothing."""
+    return randomize_(module, scale, seed).double()
 
 
 # %% [markdown]
@@ -87,7 +78,7 @@ for layer in flow.layers:
     h, ld = layer(h)
     per_layer.append(ld)
 total = torch.stack(per_layer).sum(0)
-assert torch.allclose(total, autograd_log_det(lambda v: flow(v[None])[0][0], x), atol=1e-8)
+assert torch.allclose(total, jacobian_log_det(lambda v: flow(v[None])[0][0], x), atol=1e-8)
 assert torch.allclose(flow.inverse(flow(x)[0])[0], x, atol=1e-8)
 print(f"{len(flow.layers)} layers: their log-dets add up to the log-det of the composition ✓")
 
@@ -157,7 +148,7 @@ assert torch.equal(torch.tril(used, -1), used)
 maf = randomize(MAF(6, hidden=(32, 32), order=order), 0.3)
 xb = torch.randn(10, 6, dtype=torch.float64)
 z, ld = maf(xb)
-assert torch.allclose(ld, autograd_log_det(lambda v: maf(v[None])[0][0], xb), atol=1e-8)
+assert torch.allclose(ld, jacobian_log_det(lambda v: maf(v[None])[0][0], xb), atol=1e-8)
 assert torch.allclose(maf.inverse(z)[0], xb, atol=1e-8)
 
 # the notes' slip: conditioning the inverse on z instead of x does NOT invert MAF
@@ -241,7 +232,7 @@ for additive in (False, True):
     Jx = torch.autograd.functional.jacobian(lambda v: layer(v[None])[0][0], x[0])
     assert (Jx[keep][:, keep] == torch.eye(3, dtype=torch.float64)).all() and (Jx[keep][:, free] == 0).all()
     assert torch.allclose(Jx[free][:, free], torch.diag(torch.diagonal(Jx[free][:, free])))  # diagonal block
-    assert torch.allclose(ld, autograd_log_det(lambda v: layer(v[None])[0][0], x), atol=1e-8)
+    assert torch.allclose(ld, jacobian_log_det(lambda v: layer(v[None])[0][0], x), atol=1e-8)
     assert torch.allclose(layer.inverse(z)[0], x, atol=1e-8)
     if additive:
         assert torch.allclose(ld, torch.zeros(10, dtype=torch.float64))                 # NICE: volume preserving

@@ -12,15 +12,15 @@ from course_utils.pipeline import Course, notebook_text
 HW = "hw01_change_of_variables"
 
 
-def _notebooks(course: Course):
-    exercise = nbformat.read(course.root / "exercises" / HW / f"{HW}.ipynb", as_version=4)
-    solution = nbformat.reads(notebook_text(course.assignment(HW)), as_version=4)
+def _notebooks(course: Course, hw: str = HW):
+    exercise = nbformat.read(course.root / "exercises" / hw / f"{hw}.ipynb", as_version=4)
+    solution = nbformat.reads(notebook_text(course.assignment(hw)), as_version=4)
     return exercise, solution
 
 
-def solved(course: Course, overrides: dict[str, str] | None = None) -> nbformat.NotebookNode:
+def solved(course: Course, overrides: dict[str, str] | None = None, hw: str = HW) -> nbformat.NotebookNode:
     """The student notebook with every answer cell filled from the solution (minus its markers), then ``overrides``."""
-    exercise, solution = _notebooks(course)
+    exercise, solution = _notebooks(course, hw)
     answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in solution.cells
                if c.metadata.get("nbgrader", {}).get("solution")}
     nb = copy.deepcopy(exercise)
@@ -34,8 +34,8 @@ def solved(course: Course, overrides: dict[str, str] | None = None) -> nbformat.
     return nb
 
 
-def unsolved(course: Course) -> nbformat.NotebookNode:
-    return _notebooks(course)[0]
+def unsolved(course: Course, hw: str = HW) -> nbformat.NotebookNode:
+    return _notebooks(course, hw)[0]
 
 
 WRONG = {

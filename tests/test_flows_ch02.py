@@ -7,17 +7,8 @@ from course_utils.flows import (IAF, MADE, MAF, AffineCoupling, Flow, LULinear, 
                                 made_masks, realnvp)
 
 
-def _randomize(module, scale=0.3, seed=0):
-    """Random weights everywhere (the couplings start at the identity, which would hide bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(scale * torch.randn(p.shape, generator=g))
-    return module
-
-
-def _jac_log_det(fn, x):
-    return torch.stack([torch.linalg.slogdet(torch.autograd.functional.jacobian(fn, xi)).logabsdet for xi in x])
+from course_utils.flows import jacobian_log_det as _jac_log_det
+from course_utils.flows import randomize_ as _randomize
 
 
 def _layers(dim):

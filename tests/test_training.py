@@ -60,3 +60,35 @@ def test_fit_moves_a_module_to_the_chosen_device():
     assert next(model.parameters()).device.type == "cpu"
     with pytest.raises(TypeError, match="nn.Module"):
         fit(lambda: x.sum(), [torch.nn.Parameter(torch.zeros(1))], steps=1, device="cpu")
+
+
+def test_time_budget_uses_a_cosine_over_the_seconds():
+    w = torch.nn.Parameter(torch.zeros(2))
+    seen = []
+
+    def loss():
+        seen.append(1)
+        return (w - 3).pow(2).sum()
+
+    hist = fit(loss, [w], seconds=0.3, lr=0.1, progress=False)
+    assert hist.stopped_by == "seconds" and hist.steps == len(seen) > 5
+    assert float((w - 3).abs().max()) < 3  # it moved towards the minimum
+
+
+def test_fit_toy_density_and_the_flow_benchmark_run_end_to_end():
+    from course_utils.bench import bench_flows
+    from course_utils.flows import maf_flow
+    from course_utils.training import fit_toy_density, format_table
+
+    model, hist, row = fit_toy_density(lambda x: maf_flow(2, 2, (16,), data=x), "8gaussians", steps=50,
+                                       n_train=2000, n_test=2000, progress=False)
+    assert hist.steps == 50 and set(row) >= {"test NLL", "entropy", "KL gap", "± s.e.", "seconds", "params"}
+    assert abs(row["test NLL"] - row["entropy"] - row["KL gap"]) < 1e-4  # the gap is NLL - H on the same points
+    assert row["KL gap"] > 0
+    assert "KL gap" in format_table([row])
+    lines = []
+    rows = bench_flows(seconds=0.5, targets=["moons"], models=["NICE"], log=lines.append)
+    assert len(rows) == 1 and rows[0]["model"] == "NICE" and rows[0]["seconds"] < 2
+    assert any("KL gap" in ln for ln in lines)
+    with pytest.raises(SystemExit, match="unknown model"):
+        bench_flows(seconds=0.1, targets=["moons"], models=["Glow"], log=lines.append)

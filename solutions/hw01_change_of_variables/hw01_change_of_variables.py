@@ -42,16 +42,11 @@ import torch
 
 from course_utils import seed_everything
 from course_utils.checks import call, expect, expect_close, expect_tensor, passed
-from course_utils.flows import ElementwiseAffine, Flow, SinhArcsinh
+from course_utils.flows import ElementwiseAffine, Flow, SinhArcsinh, jacobian_log_det
 from course_utils.training import fit
 
 seed_everything(0)
 torch.set_default_dtype(torch.float32)
-
-
-def _autograd_log_det(fn, x):
-    """log|det| of the Jacobian of fn at each row of x, by autograd (the reference the checks use)."""
-    return torch.stack([torch.linalg.slogdet(torch.autograd.functional.jacobian(fn, xi)).logabsdet for xi in x])
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task1_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Task 1 — the log-determinant of a planar layer (2 points)
@@ -82,7 +77,7 @@ x = torch.randn(8, 2)
 u, w, b = torch.tensor([0.5, -1.0]), torch.tensor([1.0, 2.0]), torch.tensor(0.3)
 out = call(planar_log_det, x, u, w, b)
 expect_tensor(out, shape=(8,), name="planar_log_det(x, u, w, b)")
-expect_close(out, _autograd_log_det(lambda v: _planar(v, u, w, b), x), atol=1e-4, name="planar_log_det(x, u, w, b)")
+expect_close(out, jacobian_log_det(lambda v: _planar(v, u, w, b), x), atol=1e-4, name="planar_log_det(x, u, w, b)")
 passed("planar_log_det agrees with the autograd Jacobian")
 ### BEGIN HIDDEN TESTS
 g = torch.Generator().manual_seed(101)
@@ -93,7 +88,7 @@ for D in (1, 3, 5):
     b = torch.randn((), generator=g, dtype=torch.float64)
     out = call(planar_log_det, x, u, w, b)
     expect_tensor(out, shape=(16,), name=f"planar_log_det in D={D}")
-    expect_close(out, _autograd_log_det(lambda v: _planar(v, u, w, b), x), atol=1e-6,
+    expect_close(out, jacobian_log_det(lambda v: _planar(v, u, w, b), x), atol=1e-6,
                  name=f"planar_log_det in D={D}")
 ### END HIDDEN TESTS
 
@@ -184,11 +179,11 @@ for alpha in (0.2, 3.0):
     x = torch.randn(32, 4, dtype=torch.float64)
     z, ld = call(layer.forward, x, name="LeakyReLUFlow.forward")
     expect_close(z, torch.where(x < 0, alpha * x, x), atol=1e-12, name=f"forward(x) with alpha={alpha}")
-    expect_close(ld, _autograd_log_det(lambda v: layer.forward(v[None])[0][0], x), atol=1e-8,
+    expect_close(ld, jacobian_log_det(lambda v: layer.forward(v[None])[0][0], x), atol=1e-8,
                  name=f"forward log_det with alpha={alpha}")
     x_back, ld_inv = call(layer.inverse, z, name="LeakyReLUFlow.inverse")
     expect_close(x_back, x, atol=1e-10, name=f"round trip with alpha={alpha}")
-    expect_close(ld_inv, _autograd_log_det(lambda v: layer.inverse(v[None])[0][0], z), atol=1e-8,
+    expect_close(ld_inv, jacobian_log_det(lambda v: layer.inverse(v[None])[0][0], z), atol=1e-8,
                  name=f"inverse log_det with alpha={alpha}")
 ### END HIDDEN TESTS
 
