@@ -355,70 +355,75 @@ def _soft_clamp(a: torch.Tensor, bound: float) -> torch.Tensor:
     return bound * torch.tanh(a / bound)
 
 
-class MAF(FlowLayer):
+class _AffineAutoregressive(FlowLayer):
+    """Shared part of MAF and IAF: a MADE conditioner ``h -> (mu, alpha)`` and the two ways to use it.
+
+    * one pass: condition on the *known* side (``_normalize_given`` / ``_generate_given``);
+    * D passes: condition on the side being computed, one coordinate at a time (``_sequential``).
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order: torch.Tensor | None = None, bound: float = 5.0):
+        super().__init__(dim)
+        self.made = MADE(dim, hidden, order)
+        self.order = torch.arange(dim) if order is None else torch.as_tensor(order)
+        self.bound = bound
+
+    def _params(self, h):
+        mu, alpha = self.made(h)
+        return mu, _soft_clamp(alpha, self.bound)
+
+    def _normalize_given(self, x):
+        """z = (x - mu(x)) exp(-alpha(x)) in one pass; log|det dz/dx| = -sum(alpha)."""
+        mu, alpha = self._params(x)
+        return (x - mu) * torch.exp(-alpha), -alpha.sum(-1)
+
+    def _generate_given(self, z):
+        """x = z exp(alpha(z)) + mu(z) in one pass; log|det dx/dz| = +sum(alpha)."""
+        mu, alpha = self._params(z)
+        return z * torch.exp(alpha) + mu, alpha.sum(-1)
+
+    def _sequential(self, given, normalize: bool):
+        """Compute the other side when the conditioner needs it: D passes, in the autoregressive order."""
+        out = torch.zeros_like(given)
+        for i in torch.argsort(self.order).tolist():
+            mu, alpha = self._params(out)
+            out = out.clone()
+            out[:, i] = (given[:, i] - mu[:, i]) * torch.exp(-alpha[:, i]) if normalize \
+                else given[:, i] * torch.exp(alpha[:, i]) + mu[:, i]
+        _, alpha = self._params(out)
+        return out, (-alpha.sum(-1) if normalize else alpha.sum(-1))
+
+
+class MAF(_AffineAutoregressive):
     """Masked autoregressive flow layer (Papamakarios et al., 2017), data towards base:
 
     ``z_i = (x_i - mu_i(x_{<i})) * exp(-alpha_i(x_{<i}))``, ``log|det dz/dx| = -sum_i alpha_i``.
     Density: one network pass. Sampling (``inverse``): D sequential passes, ``x_i = z_i exp(alpha_i) + mu_i``.
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order: torch.Tensor | None = None, bound: float = 5.0):
-        super().__init__(dim)
-        self.made = MADE(dim, hidden, order)
-        self.order = torch.arange(dim) if order is None else torch.as_tensor(order)
-        self.bound = bound
-
-    def _params(self, h):
-        mu, alpha = self.made(h)
-        return mu, _soft_clamp(alpha, self.bound)
-
     def forward(self, x):
         _check_input(x, self.dim, "MAF.forward")
-        mu, alpha = self._params(x)
-        return (x - mu) * torch.exp(-alpha), -alpha.sum(-1)
+        return self._normalize_given(x)
 
     def inverse(self, z):
         _check_input(z, self.dim, "MAF.inverse")
-        x = torch.zeros_like(z)
-        for i in torch.argsort(self.order).tolist():  # dimensions in autoregressive order: D passes
-            mu, alpha = self._params(x)
-            x = x.clone()
-            x[:, i] = z[:, i] * torch.exp(alpha[:, i]) + mu[:, i]
-        mu, alpha = self._params(x)
-        return x, alpha.sum(-1)
+        return self._sequential(z, normalize=False)
 
 
-class IAF(FlowLayer):
+class IAF(_AffineAutoregressive):
     """Inverse autoregressive flow layer (Kingma et al., 2016): the MAF computation run the other way.
 
     The *sampling* direction is one pass, ``x_i = z_i exp(alpha_i(z_{<i})) + mu_i(z_{<i})``; the density of an external
     ``x`` (``forward``) needs D sequential passes to recover ``z``. ``log|det dz/dx| = -sum_i alpha_i(z_{<i})``.
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order: torch.Tensor | None = None, bound: float = 5.0):
-        super().__init__(dim)
-        self.made = MADE(dim, hidden, order)
-        self.order = torch.arange(dim) if order is None else torch.as_tensor(order)
-        self.bound = bound
-
-    def _params(self, h):
-        mu, alpha = self.made(h)
-        return mu, _soft_clamp(alpha, self.bound)
-
     def inverse(self, z):
         _check_input(z, self.dim, "IAF.inverse")
-        mu, alpha = self._params(z)
-        return z * torch.exp(alpha) + mu, alpha.sum(-1)
+        return self._generate_given(z)
 
     def forward(self, x):
         _check_input(x, self.dim, "IAF.forward")
-        z = torch.zeros_like(x)
-        for i in torch.argsort(self.order).tolist():  # D passes
-            mu, alpha = self._params(z)
-            z = z.clone()
-            z[:, i] = (x[:, i] - mu[:, i]) * torch.exp(-alpha[:, i])
-        mu, alpha = self._params(z)
-        return z, -alpha.sum(-1)
+        return self._sequential(x, normalize=True)
 
 
 def _mlp(d_in: int, d_out: int, hidden: Sequence[int]) -> nn.Sequential:
