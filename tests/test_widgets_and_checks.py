@@ -120,3 +120,23 @@ def test_flow_layers_explorer_redraws():
     e.direction.value = "base → data"
     assert len({first, second, e.image.value}) == 3
     flow_layers_figure(flow_layers_state(flow, torch.randn(10, 2), 1))
+
+
+def test_latent_explorer_decodes_the_chosen_point():
+    from course_utils.vae import VAE, BernoulliDecoder, GaussianEncoder
+    from course_utils.widgets import LatentExplorer, latent_figure, latent_state
+
+    torch.manual_seed(0)
+    vae = VAE(GaussianEncoder(64, 2, (16,)), BernoulliDecoder(2, (1, 8, 8), (16,)))
+    x, y = (torch.rand(30, 1, 8, 8) > 0.5).float(), torch.arange(30) % 10
+    means = vae.encoder(x)[0].detach()
+    s = latent_state(vae, 0.5, -1.0, means, y)
+    expected = torch.sigmoid(vae.decoder(torch.tensor([[0.5, -1.0]])))[0, 0].detach().numpy()
+    assert s.image.shape == (8, 8) and abs(s.image - expected).max() < 1e-6
+    latent_figure(s)
+    e = LatentExplorer(vae, x, y)
+    before = e.image.value
+    e.s2.value = 1.5
+    assert e.image.value != before
+    with pytest.raises(ValueError, match="2-D latent"):
+        LatentExplorer(VAE(GaussianEncoder(64, 3, (8,)), BernoulliDecoder(3, (1, 8, 8), (8,))), x, y)

@@ -1,0 +1,281 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · The VAE and the ELBO
+#
+# **Follows** lecture 3 of the course notes (`003`: latent-variable models, the ELBO, the reparameterisation trick, the
+# VAE) and §2–6 of the survey `004` (ELBO, IWAE, the Gaussian KL).
+#
+# **Goals.** By the end you can
+# 1. say why the marginal likelihood $p(x) = \int p(x\mid z)p(z)\,dz$ of a latent-variable model is hard, and show it;
+# 2. derive the ELBO twice (Jensen; the exact decomposition) and say what its gap is;
+# 3. compute the Gaussian KL in closed form, and compare the score-function and reparameterisation gradients;
+# 4. train a VAE on the 8×8 digits, and tighten its bound with importance weighting (IWAE).
+#
+# **Prerequisites.** Chapters 01–02 (change of variables, KL, MLE).
+#
+# ### Notation
+# | symbol | meaning |
+# |---|---|
+# | $p(z) = \mathcal{N}(0, I)$, $p_\theta(x\mid z)$ | prior and decoder (likelihood) |
+# | $p_\theta(x) = \int p_\theta(x\mid z)p(z)\,dz$, $p_\theta(z\mid x)$ | marginal likelihood ("evidence") and true posterior |
+# | $q_\phi(z\mid x) = \mathcal{N}(\mu_\phi(x), \mathrm{diag}\,\sigma^2_\phi(x))$ | encoder (approximate posterior) |
+# | $\mathcal{L}(x) = \mathbb{E}_{q}[\log p_\theta(x, z) - \log q_\phi(z\mid x)]$ | the ELBO |
+# | $\mathcal{L}_K(x) = \mathbb{E}\big[\log \frac1K\sum_k p_\theta(x, z_k)/q_\phi(z_k\mid x)\big]$ | the IWAE bound, $z_k \sim q_\phi$ |
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import torch
+
+from course_utils import get_device, seed_everything
+from course_utils.data import load_digits
+from course_utils.metrics import gaussian_kl
+from course_utils.plotting import image_grid
+from course_utils.training import fit
+from course_utils.vae import VAE, BernoulliDecoder, GaussianEncoder, LinearGaussian, elbo, gaussian_log_prob, iwae_bound
+from course_utils.widgets import latent_explorer
+
+seed_everything(0)
+device = get_device()
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+print("computing on", device)
+
+# %% [markdown]
+# ## 1 · A model with exact answers, and why naive Monte Carlo fails
+#
+# The **linear-Gaussian** model $p(z) = \mathcal{N}(0, I_L)$, $p(x\mid z) = \mathcal{N}(Wz + b, s^2 I_D)$ has everything in
+# closed form: $p(x) = \mathcal{N}(b, WW^\top + s^2 I)$ and $p(z\mid x) = \mathcal{N}(m, S)$ with $S = (I + W^\top W/s^2)^{-1}$,
+# $m = S W^\top (x - b)/s^2$. We use it to check every estimator in this notebook (`course_utils.vae.LinearGaussian`;
+# $W$ has orthogonal columns so that the true posterior is diagonal, like our encoders).
+#
+# The obvious estimator of the evidence samples the prior: $\hat p(x) = \frac1N\sum_i p(x\mid z_i)$, $z_i \sim p(z)$.
+# It is unbiased, but $p(x\mid z)$ is tiny for almost every prior sample and huge for the few $z$ near the posterior:
+# the estimate is ruled by rare samples. With $D = 20$ observed dimensions:
+
+# %%
+gen = torch.Generator().manual_seed(0)
+D, L = 20, 2
+Q, _ = torch.linalg.qr(torch.randn(D, L, generator=gen, dtype=torch.float64))
+model = LinearGaussian(Q * torch.tensor([3.0, 2.0], dtype=torch.float64), torch.randn(D, generator=gen, dtype=torch.float64), 0.2)
+x0 = model.sample(1, gen)
+log_p = model.log_marginal(x0).item()
+
+
+def naive_log_evidence(n):
+    z = torch.randn(n, 1, L, dtype=torch.float64)
+    return (torch.logsumexp(model.decoder_log_prob(x0, z), 0) - math.log(n)).item()
+
+
+print(f"exact log p(x) = {log_p:.3f}")
+spread = {}
+for n in (10, 100, 1000, 10000):
+    est = torch.tensor([naive_log_evidence(n) for _ in range(200)])
+    spread[n] = est
+    print(f"N = {n:6d}: naive log-estimate {est.mean():8.3f} ± {est.std():.3f} (mean ± std over 200 runs)")
+assert spread[10].mean() < log_p - 1          # biased low (Jensen: E log p_hat <= log E p_hat) ...
+assert spread[100].std() > 1.0                # ... and noisy: a hundred prior samples miss log p(x) by more than a nat
+assert spread[10000].std() < spread[100].std() / 5   # it does converge, slowly
+
+# %% [markdown]
+# ## 2 · The ELBO, twice
+#
+# **By Jensen.** For any $q(z\mid x)$ with the right support,
+# $$\log p(x) = \log \mathbb{E}_{q}\Big[\frac{p(x, z)}{q(z\mid x)}\Big] \;\ge\; \mathbb{E}_{q}\Big[\log\frac{p(x, z)}{q(z\mid x)}\Big] = \mathcal{L}(x),$$
+# since $\log$ is concave.
+#
+# **Exactly.** Write $p(x, z) = p(z\mid x)\,p(x)$ inside the ELBO:
+# $$\mathcal{L}(x) = \mathbb{E}_{q}[\log p(x) + \log p(z\mid x) - \log q(z\mid x)] = \log p(x) - \mathrm{KL}\big(q(z\mid x)\,\|\,p(z\mid x)\big).$$
+# So $\log p(x) = \mathcal{L}(x) + \mathrm{KL}(q\,\|\,p(z\mid x))$: **the gap is the KL to the true posterior**, and the bound is
+# tight exactly when $q$ *is* the posterior — then $\log p(x, z) - \log q(z\mid x) = \log p(x)$ for every $z$, an estimator
+# with zero variance. A third form splits the ELBO into reconstruction and regularisation,
+# $\mathcal{L} = \mathbb{E}_q[\log p(x\mid z)] - \mathrm{KL}(q(z\mid x)\,\|\,p(z))$, the form the VAE trains.
+#
+# **Check** on a small linear-Gaussian model ($D = 5$) with an encoder that is off (shifted and too wide):
+
+# %%
+g_small = torch.Generator().manual_seed(1)
+Q_small, _ = torch.linalg.qr(torch.randn(5, 2, generator=g_small, dtype=torch.float64))
+model = LinearGaussian(Q_small * torch.tensor([2.0, 0.7], dtype=torch.float64), torch.randn(5, generator=g_small, dtype=torch.float64), 0.5)
+x = model.sample(5, g_small)
+m, S = model.posterior(x)
+exact = model.exact_encoder()
+off = lambda xx: (exact(xx)[0] + 0.5, exact(xx)[1] + 0.7)  # noqa: E731 - a deliberately wrong q(z|x)
+
+draws = torch.stack([elbo(x, off, model) for _ in range(20000)])   # ELBO = E[log p(x|z)] - KL(q || p(z))
+elbo_mc, elbo_se = draws.mean(0), draws.std(0) / math.sqrt(len(draws))
+gap = gaussian_kl(*off(x), m, torch.diagonal(S).log())          # KL(q || p(z|x)), closed form
+print("log p(x)          ", model.log_marginal(x).numpy().round(3))
+print("ELBO + KL(q||post)", (elbo_mc + gap).numpy().round(3), " (± 2 s.e.:", (2 * elbo_se).numpy().round(3), ")")
+assert ((elbo_mc + gap - model.log_marginal(x)).abs() < 5 * elbo_se).all()   # the exact decomposition
+assert (elbo_mc < model.log_marginal(x)).all()                                # Jensen: a lower bound
+log_w_exact = iwae_bound(x, exact, model, 1)          # one sample of log p(x, z) - log q(z|x) with q = posterior
+assert torch.allclose(log_w_exact, model.log_marginal(x), atol=1e-9)          # tight, and with zero variance
+
+# %% [markdown]
+# ## 3 · The Gaussian KL in closed form
+#
+# For $q = \mathcal{N}(\mu_q, \mathrm{diag}\,\sigma_q^2)$ and $p = \mathcal{N}(\mu_p, \mathrm{diag}\,\sigma_p^2)$, one coordinate at a time,
+# $$\mathrm{KL}(q\,\|\,p) = \sum_j \tfrac12\Big(\frac{\sigma_{q,j}^2}{\sigma_{p,j}^2} + \frac{(\mu_{q,j} - \mu_{p,j})^2}{\sigma_{p,j}^2} - 1 + \log\frac{\sigma_{p,j}^2}{\sigma_{q,j}^2}\Big),$$
+# and with $p = \mathcal{N}(0, I)$: $\tfrac12\sum_j(\sigma_{q,j}^2 + \mu_{q,j}^2 - 1 - \log\sigma_{q,j}^2)$. (`course_utils.metrics.gaussian_kl`.)
+# **Check** against Monte Carlo, $\mathbb{E}_q[\log q - \log p]$:
+
+# %%
+mu_q, lv_q = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([-0.5, 0.3, -1.2])
+mu_p, lv_p = torch.tensor([0.0, 0.5, 1.0]), torch.tensor([0.2, -0.4, 0.0])
+z = mu_q + (0.5 * lv_q).exp() * torch.randn(400_000, 3)
+mc_terms = gaussian_log_prob(z, mu_q, lv_q) - gaussian_log_prob(z, mu_p, lv_p)
+closed = gaussian_kl(mu_q, lv_q, mu_p, lv_p).item()
+print(f"closed form {closed:.4f}, Monte Carlo {mc_terms.mean():.4f} ± {mc_terms.std() / math.sqrt(len(z)):.4f}")
+assert abs(mc_terms.mean().item() - closed) < 5 * mc_terms.std().item() / math.sqrt(len(z))
+
+# %% [markdown]
+# ## 4 · Gradients through an expectation: score function versus reparameterisation
+#
+# We need $\nabla_\phi\,\mathbb{E}_{q_\phi(z)}[f(z)]$. Two unbiased estimators:
+# * **score function** (REINFORCE): $\nabla_\phi \mathbb{E}_{q_\phi}[f] = \mathbb{E}_{q_\phi}[f(z)\,\nabla_\phi \log q_\phi(z)]$ — needs only
+#   samples and $\log q$, works for discrete $z$, but its variance grows with $|f|$;
+# * **reparameterisation**: write $z = \mu + \sigma\varepsilon$, $\varepsilon \sim \mathcal{N}(0, 1)$, so
+#   $\nabla_\phi \mathbb{E}[f(z)] = \mathbb{E}_\varepsilon[\nabla_\phi f(\mu + \sigma\varepsilon)]$ — needs a differentiable $f$ and a
+#   reparameterisable $q$, and has far lower variance.
+#
+# **Check** with $q = \mathcal{N}(\mu, \sigma^2)$, $f(z) = (z - 2)^2$, where $\partial_\mu \mathbb{E}[f] = 2(\mu - 2)$ and
+# $\partial_\sigma \mathbb{E}[f] = 2\sigma$ exactly: same means, very different variances.
+
+# %%
+def gradient_samples(estimator, mu0=0.5, sigma0=1.2, n=20000):
+    """Per-sample gradient estimates of d/d(mu, sigma) E[(z - 2)^2], shape [n, 2]."""
+    mu = torch.tensor(mu0, dtype=torch.float64, requires_grad=True)
+    sigma = torch.tensor(sigma0, dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(n, dtype=torch.float64)
+    if estimator == "reparameterisation":
+        z = mu + sigma * eps
+        per_sample = (z - 2) ** 2
+    else:
+        z = (mu + sigma * eps).detach()
+        log_q = -0.5 * ((z - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)
+        per_sample = ((z - 2) ** 2) * log_q  # its gradient is f(z) * grad log q(z)
+    grads = [torch.stack(torch.autograd.grad(v, (mu, sigma), retain_graph=True)) for v in per_sample[:2000]]
+    return torch.stack(grads)
+
+
+exact_grad = torch.tensor([2 * (0.5 - 2), 2 * 1.2], dtype=torch.float64)
+stats = {}
+for name in ("score function", "reparameterisation"):
+    g = gradient_samples(name)
+    stats[name] = (g.mean(0), g.var(0))
+    print(f"{name:19s}: mean {g.mean(0).numpy().round(3)}  variance {g.var(0).numpy().round(2)}   (exact {exact_grad.numpy()})")
+    assert ((g.mean(0) - exact_grad).abs() < 5 * (g.var(0) / len(g)).sqrt()).all()       # both unbiased
+ratio = stats["score function"][1] / stats["reparameterisation"][1]
+print(f"variance ratio score / reparameterisation: {ratio.numpy().round(1)}")
+assert (ratio > 3).all()
+
+# %% [markdown]
+# ## 5 · Amortised inference: the VAE on the digits
+#
+# Fitting a separate $q(z\mid x_i)$ per data point does not scale; a VAE **amortises** inference with one encoder network
+# $x \mapsto (\mu_\phi(x), \log\sigma^2_\phi(x))$ and trains encoder and decoder together by maximising the reparameterised ELBO
+# $\mathcal{L}(x) = \mathbb{E}_{\varepsilon}[\log p_\theta(x\mid \mu + \sigma\odot\varepsilon)] - \mathrm{KL}(q_\phi(z\mid x)\,\|\,\mathcal{N}(0, I))$ (one
+# sample per data point, the KL in closed form). The 8×8 digits of `course_utils.data` are binarised at 0.5, so a Bernoulli
+# decoder gives a proper likelihood and the ELBO is a bound on $\log p(x)$ in nats.
+
+# %%
+x_train, y_train = load_digits("train")
+x_test, y_test = load_digits("test")
+x_train, x_test = (x_train > 0.5).float().to(device), (x_test > 0.5).float().to(device)
+
+
+def train_vae(latent_dim, steps=2000, seed=0):
+    seed_everything(seed)
+    vae = VAE(GaussianEncoder(64, latent_dim, (128, 128)), BernoulliDecoder(latent_dim, (1, 8, 8), (128, 128))).to(device)
+
+    def negative_elbo():
+        return -vae.elbo(x_train[torch.randint(len(x_train), (128,), device=device)]).mean()
+
+    history = fit(negative_elbo, vae, steps=steps, lr=2e-3, desc=f"VAE, {latent_dim}-D latent")
+    return vae, history
+
+
+vae8, hist8 = train_vae(8)
+vae2, hist2 = train_vae(2)
+seed_everything(1)
+with torch.no_grad():
+    test_elbo = {name: torch.stack([v.elbo(x_test) for _ in range(20)]).mean().item() for name, v in (("8-D", vae8), ("2-D", vae2))}
+print(f"test ELBO (nats per image, 20 samples per image): 8-D latent {test_elbo['8-D']:.2f}, 2-D latent {test_elbo['2-D']:.2f}")
+assert test_elbo["8-D"] > -20.0 and test_elbo["8-D"] > test_elbo["2-D"]
+
+fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
+axes[0].plot(hist8.smoothed(50), label="8-D"); axes[0].plot(hist2.smoothed(50), label="2-D")
+axes[0].set_title("training −ELBO (nats)"); axes[0].set_xlabel("step"); axes[0].legend(); axes[0].set_ylim(10, 40)
+with torch.no_grad():
+    recon = torch.sigmoid(vae8.decoder(vae8.encoder(x_test[:16])[0]))
+    image_grid(axes[1], x_test[:16].cpu(), nrow=8, title="test digits (binarised)")
+    image_grid(axes[2], recon.cpu(), nrow=8, title="reconstructions (8-D)")
+    image_grid(axes[3], vae8.sample(16, generator=torch.Generator().manual_seed(0)).cpu(), nrow=8, title="samples (8-D)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 6 · IWAE: tighter bounds from importance weights
+#
+# Average $K$ importance weights *inside* the log: $\mathcal{L}_K(x) = \mathbb{E}\big[\log\frac1K\sum_{k=1}^K w_k\big]$,
+# $w_k = p(x, z_k)/q(z_k\mid x)$, $z_k \sim q$. Since $\frac1K\sum_k w_k$ is an unbiased estimate of $p(x)$, Jensen gives
+# $\mathcal{L}_K \le \log p(x)$; $\mathcal{L}_1$ is the ELBO; $\mathcal{L}_K$ is non-decreasing in $K$ (the average of $K$ weights is an
+# average of averages of $K - 1$ of them, then Jensen again), and $\mathcal{L}_K \to \log p(x)$ as $K \to \infty$ when the
+# weights are bounded. **Check** on the exact model with the wrong encoder, then estimate $\log p(x)$ of the digits VAE:
+
+# %%
+bounds, se = {}, {}
+for k in (1, 5, 50, 500):
+    reps = torch.stack([iwae_bound(x, off, model, k) for _ in range(max(40, 4000 // k))])
+    bounds[k], se[k] = reps.mean(0), reps.std(0) / math.sqrt(len(reps))
+    print(f"K = {k:3d}: IWAE bound {bounds[k].numpy().round(3)}  (± {se[k].max():.3f})")
+print(f"log p(x): {model.log_marginal(x).numpy().round(3)}")
+for k1, k2 in ((1, 5), (5, 50), (50, 500)):   # non-decreasing in K, up to Monte Carlo error
+    assert (bounds[k1] <= bounds[k2] + 3 * (se[k1] ** 2 + se[k2] ** 2).sqrt()).all()
+assert (bounds[5] - bounds[1] > 1).all()       # and the first steps are large
+assert (bounds[500] <= model.log_marginal(x) + 3 * se[500]).all() and (model.log_marginal(x) - bounds[500] < 0.15).all()
+
+seed_everything(2)
+with torch.no_grad():
+    iwae_digits = {k: torch.stack([vae8.iwae(x_test, k) for _ in range(max(2, 40 // k))]).mean().item() for k in (1, 5, 50)}
+print("digits VAE (8-D), test set: " + ", ".join(f"IWAE_{k} = {v:.3f}" for k, v in iwae_digits.items()) + " nats per image")
+assert iwae_digits[1] < iwae_digits[5] < iwae_digits[50]
+
+# %% [markdown]
+# ## 7 · Explore: the latent space of a 2-D VAE
+#
+# Move $z = (z_1, z_2)$: the right panel decodes it, the left one shows where it lies among the encoder's posterior means
+# of the test digits (coloured by label). Regions between clusters decode to blends; far outside the prior's bulk the
+# decoder has seen nothing and its output degrades.
+
+# %%
+latent_explorer(vae2, x_test, y_test)
+
+# %% [markdown]
+# ## Pitfalls
+# * **Naive Monte Carlo over the prior** is unbiased for $p(x)$ but useless in practice; it is biased low in $\log p(x)$.
+# * **The ELBO's gap is $\mathrm{KL}(q\,\|\,p(z\mid x))$**: a better encoder tightens the bound without changing the model.
+# * **Score-function gradients** are unbiased but noisy; use reparameterisation when $q$ and $f$ allow it.
+# * **Bernoulli likelihoods need binary data**; on grey-level pixels the "ELBO" is not a bound on a density.
+# * **Compare bounds on the same footing**: test-set ELBO and IWAE with enough samples, in nats per image.
+#
+# ## Summary
+# * $\log p(x) = \mathcal{L}(x) + \mathrm{KL}(q\,\|\,p(z\mid x))$; $\mathcal{L}$ is tight iff $q$ is the posterior.
+# * A VAE amortises $q$ with an encoder and trains with the reparameterised ELBO and a closed-form KL.
+# * IWAE bounds $\mathcal{L}_1 \le \mathcal{L}_5 \le \mathcal{L}_{50} \le \log p(x)$ tighten the estimate of the evidence.
+#
+# **Homework 03** (`exercises/hw03_vae_and_elbo/`): the Gaussian KL, the reparameterised ELBO, the IWAE bound, and training a
+# VAE on the digits to a stated test ELBO.

@@ -1,0 +1,256 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "intro", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# # Homework 03 — the VAE and the ELBO
+#
+# Follows lecture notebook `03_vae_and_elbo` (lecture 3 of the course notes). Four coded tasks (11 points, graded
+# automatically) and one written question (2 points, graded by hand).
+#
+# | task | what you write | points |
+# |---|---|---|
+# | 1 | `gaussian_kl`: the KL between diagonal Gaussians in closed form | 2 |
+# | 2 | `reparameterized_elbo`: the single-sample ELBO with the reparameterisation trick | 3 |
+# | 3 | `iwae_bound`: the importance-weighted bound with K samples | 3 |
+# | 4 | `train_vae`: a VAE on the binarised digits reaching a stated test ELBO | 3 |
+# | 5 | written: what the ELBO's gap measures, and why IWAE tightens it | 2 |
+#
+# **How to work.** Replace every `raise NotImplementedError()` with your code and run the check cell below it: it prints
+# `✓ ...` or one line saying what was expected. Hidden checks of the same kind use other inputs. Do not rename functions
+# or delete cells; the notebook must run top to bottom in about a minute on a laptop CPU.
+#
+# **Interfaces** (as in `course_utils.vae`): `encoder(x) -> (mu, logvar)`, each `[B, L]`; `decoder(z) -> params` for `z` of
+# shape `[..., B, L]`; `decoder.log_prob(x, params) -> [..., B]` is $\log p(x\mid z)$. The prior is $\mathcal{N}(0, I)$. The checks
+# use `LinearGaussian`, a model whose $\log p(x)$ and posterior are exact (it acts as its own decoder).
+
+# %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+import math
+
+import torch
+
+from course_utils import seed_everything
+from course_utils.checks import call, expect, expect_close, expect_tensor, passed
+from course_utils.data import load_digits
+from course_utils.training import fit
+from course_utils.vae import VAE, BernoulliDecoder, GaussianEncoder, LinearGaussian
+
+seed_everything(0)
+torch.set_default_dtype(torch.float32)
+
+
+def exact_model(seed=0, D=5):
+    """A linear-Gaussian model with a diagonal exact posterior, plus a deliberately wrong encoder for it."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(D, 2, generator=g, dtype=torch.float64))
+    model = LinearGaussian(Q * torch.tensor([2.0, 0.7], dtype=torch.float64), torch.randn(D, generator=g, dtype=torch.float64), 0.5)
+    exact = model.exact_encoder()
+    wrong = lambda x: (exact(x)[0] + 0.5, exact(x)[1] + 0.7)  # noqa: E731
+    return model, exact, wrong, model.sample(6, g)
+
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task1_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 1 — the Gaussian KL in closed form (2 points)
+#
+# For $q = \mathcal{N}(\mu_q, \mathrm{diag}\,e^{\ell_q})$ and $p = \mathcal{N}(\mu_p, \mathrm{diag}\,e^{\ell_p})$ (log-variances $\ell$), return
+# $\mathrm{KL}(q\,\|\,p)$ summed over the last dimension. Inputs broadcast; the output has their shape without the last dimension.
+# Do not use `torch.distributions` (the hidden check compares against it).
+
+# %% nbgrader={"grade": false, "grade_id": "task1_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
+    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))), diagonal, summed over the last dimension."""
+    ### BEGIN SOLUTION
+    return 0.5 * (torch.exp(logvar_q - logvar_p) + (mu_q - mu_p) ** 2 * torch.exp(-logvar_p) - 1 + logvar_p - logvar_q).sum(-1)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+mu_q, lv_q = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), torch.tensor([-0.5, 0.3, -1.2], dtype=torch.float64)
+mu_p, lv_p = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64), torch.tensor([0.2, -0.4, 0.0], dtype=torch.float64)
+kl = call(gaussian_kl, mu_q, lv_q, mu_p, lv_p)
+expect_tensor(kl, shape=(), name="gaussian_kl(...) for one 3-D Gaussian pair")
+g = torch.Generator().manual_seed(0)
+z = mu_q + (0.5 * lv_q).exp() * torch.randn(400_000, 3, generator=g, dtype=torch.float64)
+log_ratio = (-0.5 * ((z - mu_q) ** 2 / lv_q.exp() + lv_q) + 0.5 * ((z - mu_p) ** 2 / lv_p.exp() + lv_p)).sum(-1)
+se = log_ratio.std().item() / math.sqrt(len(z))
+expect(abs(kl.item() - log_ratio.mean().item()) < 5 * se,
+       f"gaussian_kl gives {kl.item():.4f}, but Monte Carlo of E_q[log q - log p] gives {log_ratio.mean().item():.4f} ± {se:.4f}")
+passed(f"closed form {kl.item():.4f} agrees with Monte Carlo {log_ratio.mean().item():.4f}")
+### BEGIN HIDDEN TESTS
+g = torch.Generator().manual_seed(31)
+a, b, c, d = (torch.randn(4, 6, 3, generator=g, dtype=torch.float64) for _ in range(4))
+ref = torch.distributions.kl_divergence(torch.distributions.Normal(a, (0.5 * b).exp()), torch.distributions.Normal(c, (0.5 * d).exp())).sum(-1)
+expect_close(call(gaussian_kl, a, b, c, d), ref, atol=1e-10, name="gaussian_kl on a batch [4, 6, 3]")
+expect_close(call(gaussian_kl, a, b, torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)),
+             torch.distributions.kl_divergence(torch.distributions.Normal(a, (0.5 * b).exp()),
+                                               torch.distributions.Normal(0.0, 1.0)).sum(-1), atol=1e-10,
+             name="gaussian_kl against the standard normal (broadcast)")
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 2 — the reparameterised ELBO (3 points)
+#
+# Return one sample of $\mathcal{L}(x) = \log p(x\mid z) - \mathrm{KL}(q(z\mid x)\,\|\,\mathcal{N}(0, I))$ per data point, shape `[B]`,
+# with $z = \mu + e^{\ell/2}\odot\varepsilon$, $\varepsilon \sim \mathcal{N}(0, I)$ (so gradients reach the encoder), and the KL from task 1.
+
+# %% nbgrader={"grade": false, "grade_id": "task2_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def reparameterized_elbo(x, encoder, decoder):
+    """x [B, ...] -> one-sample ELBO per data point [B]."""
+    ### BEGIN SOLUTION
+    mu, logvar = encoder(x)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    return decoder.log_prob(x, decoder(z)) - gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+def _check_elbo(seed, n=20000):
+    torch.manual_seed(seed)
+    model, exact, wrong, x = exact_model(seed)
+    out = call(reparameterized_elbo, x, wrong, model)
+    expect_tensor(out, shape=(len(x),), name="reparameterized_elbo(x, encoder, decoder)")
+    draws = torch.stack([reparameterized_elbo(x, wrong, model) for _ in range(n)])
+    mean, se = draws.mean(0), draws.std(0) / math.sqrt(n)
+    mu_q, lv_q = wrong(x)
+    m, S = model.posterior(x)
+    kl_post = 0.5 * ((lv_q.exp() + (mu_q - m) ** 2) / torch.diagonal(S) - 1 + torch.diagonal(S).log() - lv_q).sum(-1)
+    target = model.log_marginal(x) - kl_post   # log p(x) = ELBO + KL(q || p(z|x))
+    bad = int(((mean - target).abs() > 5 * se).sum())
+    expect(bad == 0, f"the average of reparameterized_elbo should be log p(x) - KL(q || posterior) = {target.numpy().round(3)}, "
+                     f"but it is {mean.numpy().round(3)}")
+    # gradients must flow through the sample z into the encoder's outputs
+    mu0, lv0 = (t.clone().requires_grad_(True) for t in wrong(x))
+    val = call(reparameterized_elbo, x, lambda _x: (mu0, lv0), model).sum()
+    expect(val.requires_grad, "the ELBO should be differentiable in the encoder's outputs (reparameterise z)")
+    g_mu, g_lv = torch.autograd.grad(val, (mu0, lv0))
+    expect(torch.isfinite(g_mu).all() and g_mu.abs().sum() > 0 and g_lv.abs().sum() > 0,
+           "gradients of the ELBO should reach both mu and logvar")
+
+
+_check_elbo(0)
+passed("E[ELBO] = log p(x) - KL(q || posterior), and gradients reach the encoder")
+### BEGIN HIDDEN TESTS
+_check_elbo(41)
+model, exact, wrong, x = exact_model(42)
+mean_exact = torch.stack([reparameterized_elbo(x, exact, model) for _ in range(20000)]).mean(0)
+expect_close(mean_exact, model.log_marginal(x), atol=0.05, name="the ELBO's mean with the exact posterior (should be log p(x))")
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 3 — the IWAE bound (3 points)
+#
+# With $z_1, \dots, z_K \sim q(z\mid x)$ and $\log w_k = \log p(x\mid z_k) + \log \mathcal{N}(z_k; 0, I) - \log q(z_k\mid x)$, return one sample
+# of $\log\frac1K\sum_k w_k$ per data point, shape `[B]`. Work in log space (`torch.logsumexp`): the weights under- or overflow.
+
+# %% nbgrader={"grade": false, "grade_id": "task3_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def iwae_bound(x, encoder, decoder, k):
+    """x [B, ...] -> one sample of the K-sample IWAE bound per data point [B]."""
+    ### BEGIN SOLUTION
+    mu, logvar = encoder(x)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn((k, *mu.shape), dtype=mu.dtype)   # [K, B, L]
+    log_q = -0.5 * (((z - mu) ** 2) * torch.exp(-logvar) + logvar + math.log(2 * math.pi)).sum(-1)
+    log_prior = -0.5 * (z**2 + math.log(2 * math.pi)).sum(-1)
+    log_w = decoder.log_prob(x, decoder(z)) + log_prior - log_q                     # [K, B]
+    return torch.logsumexp(log_w, 0) - math.log(k)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+def _check_iwae(seed):
+    torch.manual_seed(seed)
+    model, exact, wrong, x = exact_model(seed)
+    out = call(iwae_bound, x, exact, model, 7)
+    expect_tensor(out, shape=(len(x),), name="iwae_bound(x, encoder, decoder, 7)")
+    expect_close(out, model.log_marginal(x), atol=1e-6, name="iwae_bound with the exact posterior (every weight is p(x))")
+    means, ses = {}, {}
+    for k in (1, 10, 200):
+        reps = torch.stack([iwae_bound(x, wrong, model, k) for _ in range(max(40, 4000 // k))])
+        means[k], ses[k] = reps.mean(0), reps.std(0) / math.sqrt(len(reps))
+    expect((means[1] + 0.5 < means[10]).all() and (means[10] <= means[200] + 3 * (ses[10] ** 2 + ses[200] ** 2).sqrt()).all(),
+           f"the IWAE bound should grow with K: K=1 {means[1].numpy().round(2)}, K=10 {means[10].numpy().round(2)}, "
+           f"K=200 {means[200].numpy().round(2)}")
+    expect(((model.log_marginal(x) - means[200]).abs() < 0.3).all(),
+           f"with K=200 the bound should be close to log p(x) = {model.log_marginal(x).numpy().round(2)}, got {means[200].numpy().round(2)}")
+
+
+_check_iwae(0)
+passed("IWAE: exact with the true posterior, increasing in K, close to log p(x) for large K")
+### BEGIN HIDDEN TESTS
+_check_iwae(51)
+model, exact, wrong, x = exact_model(52)
+torch.manual_seed(0)
+big = torch.stack([iwae_bound(x, wrong, model, 1) for _ in range(20000)])
+mu_q, lv_q = wrong(x)
+m, S = model.posterior(x)
+kl_post = 0.5 * ((lv_q.exp() + (mu_q - m) ** 2) / torch.diagonal(S) - 1 + torch.diagonal(S).log() - lv_q).sum(-1)
+expect(((big.mean(0) - (model.log_marginal(x) - kl_post)).abs() < 5 * big.std(0) / math.sqrt(20000)).all(),
+       "with K=1 the IWAE bound's mean should be the ELBO")
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 4 — a VAE on the digits (3 points)
+#
+# The 8×8 digits, binarised at 0.5, are below. Build a VAE from `course_utils.vae` (`GaussianEncoder`, `BernoulliDecoder`, `VAE`;
+# `VAE.elbo(x)` gives the per-image ELBO), train it with `fit`, and return it.
+# **Target: a test ELBO above −19.0 nats per image**, within about 15 seconds of training.
+
+# %% nbgrader={"grade": false, "grade_id": "task4_data", "locked": true, "schema_version": 3, "solution": false, "task": false}
+x_train = (load_digits("train")[0] > 0.5).float()
+x_test = (load_digits("test")[0] > 0.5).float()
+print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, pixels on: {x_train.mean():.2f}")
+
+# %% nbgrader={"grade": false, "grade_id": "task4_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def train_vae(x_train):
+    """Fit a VAE to binarised digits x_train [N, 1, 8, 8]; return it (a course_utils.vae.VAE)."""
+    ### BEGIN SOLUTION
+    vae = VAE(GaussianEncoder(64, 8, (128, 128)), BernoulliDecoder(8, (1, 8, 8), (128, 128)))
+    fit(lambda: -vae.elbo(x_train[torch.randint(len(x_train), (128,))]).mean(), vae, steps=2000, lr=2e-3, desc="VAE")
+    return vae
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+vae = call(train_vae, x_train)
+expect(isinstance(vae, VAE), "train_vae should return a course_utils.vae.VAE")
+torch.manual_seed(0)
+with torch.no_grad():
+    test_elbo = call(lambda: torch.stack([vae.elbo(x_test) for _ in range(10)]).mean(), name="vae.elbo(x_test)")
+expect_tensor(test_elbo, shape=(), name="the mean test ELBO")
+print(f"test ELBO {test_elbo.item():.3f} nats per image")
+expect(test_elbo.item() > -19.0, f"the test ELBO should be above -19.0 nats, but it is {test_elbo.item():.3f}")
+passed(f"test ELBO {test_elbo.item():.3f} > -19.0")
+### BEGIN HIDDEN TESTS
+torch.manual_seed(1)
+with torch.no_grad():
+    iw = torch.stack([vae.iwae(x_test, 20) for _ in range(3)]).mean().item()
+expect(math.isfinite(iw) and iw > -18.8 and iw >= test_elbo.item() - 0.05,
+       f"the IWAE_20 estimate of log p(x) on the test set should be above -18.8 and the ELBO, got {iw:.3f}")
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task5_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 5 — written (2 points, graded by hand)
+#
+# (a) What exactly does the gap $\log p(x) - \mathcal{L}(x)$ measure? When is it zero?
+# (b) Why is the IWAE bound $\mathcal{L}_K$ at least as tight as the ELBO, and what does it cost? Does a tighter bound always
+# give a better *encoder* when used for training?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "task5_answer", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# ### BEGIN SOLUTION
+# (a) $\log p(x) - \mathcal{L}(x) = \mathrm{KL}(q(z\mid x)\,\|\,p(z\mid x)) \ge 0$: how far the encoder is from the true posterior. It is
+# zero exactly when $q(z\mid x) = p(z\mid x)$ (almost everywhere); then $p(x,z)/q(z\mid x) = p(x)$ for every $z$.
+#
+# (b) $\frac1K\sum_k w_k$ is an unbiased estimate of $p(x)$ whose variance falls with $K$; Jensen's gap shrinks as the
+# estimate concentrates, and averaging over subsets shows $\mathcal{L}_K \ge \mathcal{L}_{K-1} \ge \dots \ge \mathcal{L}_1$. The cost is $K$
+# decoder passes per data point. A tighter bound does not always train a better encoder: the signal-to-noise ratio of the
+# encoder's gradient falls as $K$ grows (Rainforth et al., 2018), and the IWAE objective corresponds to a different
+# (importance-weighted) posterior than $q$ itself.
+# ### END SOLUTION
