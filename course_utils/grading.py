@@ -34,9 +34,9 @@ from pathlib import Path
 
 import nbformat
 
-from .pipeline import Course, notebook_text
+from .pipeline import Course, stage_source
 
-__all__ = ["grade", "GradeRow", "find_submissions", "kill_tree"]
+__all__ = ["grade", "GradeRow", "find_submissions", "kill_tree", "venv_on_path"]
 
 _STUDENT_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -93,7 +93,7 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _venv_on_path() -> None:
+def venv_on_path() -> None:
     """nbgrader runs the ``alembic`` command by name: make the tools next to this Python findable,
     also when the course command is called as ``.venv/bin/course`` without activating the venv."""
     bindir = str(Path(sys.executable).parent)
@@ -124,7 +124,7 @@ def _last_exception(log_text: str) -> str:
 def grade(course: Course, assignment: str, submissions: Path, out: Path | None = None,
           cell_timeout: int = 60, notebook_timeout: int = 300, log=print) -> list[GradeRow]:
     """Grade every submission in ``submissions``; write ``out/gradebook.db`` and ``out/grades.csv``."""
-    _venv_on_path()
+    venv_on_path()
     src = course.assignment(assignment)
     name = src.stem
     out = (out or course.root / "grades" / name).resolve()
@@ -142,17 +142,14 @@ def grade(course: Course, assignment: str, submissions: Path, out: Path | None =
         stale_log.unlink()
     root = out / "nbgrader"
     out.mkdir(parents=True, exist_ok=True)
-    (root / "source" / name).mkdir(parents=True)
-    shutil.copytree(src.parent, root / "source" / name, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("*.py", "*.ipynb", "__pycache__", ".ipynb_checkpoints"))
-    (root / "source" / name / f"{name}.ipynb").write_text(notebook_text(src))
+    source_dir = stage_source(src, root)
     db_url = f"sqlite:///{out / 'gradebook.db'}"
     common = [f"--CourseDirectory.db_url={db_url}", "--log-level=INFO"]
     rc, text = _nbgrader(["generate_assignment", name, "--force", *common], root, 300, out / "generate.log")
     if rc != 0:
         raise SystemExit(f"course grade: nbgrader generate_assignment failed:\n{text[-3000:]}")
 
-    source_nb = nbformat.read(root / "source" / name / f"{name}.ipynb", as_version=4)
+    source_nb = nbformat.read(source_dir / f"{name}.ipynb", as_version=4)
     grade_cells = [c.metadata["nbgrader"] for c in source_nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
     task_ids = [m["grade_id"] for m in grade_cells]
     manual = {m["grade_id"] for m in grade_cells if m.get("solution")}  # written answers: graded by hand

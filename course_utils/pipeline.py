@@ -28,7 +28,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 
-__all__ = ["Course", "build", "check", "notebook_text", "secret_lines"]
+__all__ = ["Course", "build", "check", "notebook_text", "secret_lines", "stage_source"]
 
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 _ID_OK = re.compile(r"[^a-zA-Z0-9_-]")
@@ -114,14 +114,22 @@ def secret_lines(src: Path) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 # exercises via nbgrader
 # ---------------------------------------------------------------------------------------------
+def stage_source(src: Path, root: Path) -> Path:
+    """Lay out homework ``src`` as nbgrader's ``root/source/<name>/``: its data files and the built solution notebook
+    (never the percent source). Returns that folder."""
+    source = root / "source" / src.stem
+    shutil.copytree(src.parent, source, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.py", "*.ipynb", "__pycache__", ".ipynb_checkpoints"))
+    (source / f"{src.stem}.ipynb").write_text(notebook_text(src))
+    return source
+
+
 def _generate_exercise(src: Path, out_dir: Path) -> None:
     """Run nbgrader's generate_assignment on the built solution of ``src``; write the student files to ``out_dir``."""
     name = src.stem
     with tempfile.TemporaryDirectory(prefix="course-build-") as tmp:
         root = Path(tmp)
-        source = root / "source" / name
-        shutil.copytree(src.parent, source, ignore=shutil.ignore_patterns("*.py", "*.ipynb", "__pycache__", ".ipynb_checkpoints"))
-        (source / f"{name}.ipynb").write_text(notebook_text(src))
+        stage_source(src, root)
         cmd = [sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force", "--no-db",
                f"--CourseDirectory.root={root}", "--log-level=WARN"]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)

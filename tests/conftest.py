@@ -12,9 +12,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # for tests/submissions.py
 ROOT = Path(__file__).resolve().parents[1]
 
 # kernels, nbgrader and alembic are started by name: find the ones of this environment first
-_bindir = str(Path(sys.executable).parent)
-if _bindir not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ["PATH"] = _bindir + os.pathsep + os.environ.get("PATH", "")
+from course_utils.grading import venv_on_path  # noqa: E402
+
+venv_on_path()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,15 @@ import pytest
 from submissions import HW, solved, unsolved, write_batch
 
 
+def _grade(course, subs, out, cell_timeout, notebook_timeout, hw="hw01", timeout=600):
+    """Run `course grade` as an instructor would; fail with its output if it fails."""
+    proc = subprocess.run([sys.executable, "-m", "course_utils.cli", "--root", str(course.root), "grade", hw, str(subs),
+                           "--out", str(out), "--cell-timeout", str(cell_timeout), "--notebook-timeout", str(notebook_timeout)],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 def _kernel_pids():
     import psutil
 
@@ -47,11 +56,8 @@ def test_grade_a_batch(course, tmp_path):
 
     out = tmp_path / "grades"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "course_utils.cli", "--root", str(course.root), "grade", "hw01", str(subs),
-                           "--out", str(out), "--cell-timeout", "20", "--notebook-timeout", "50"],
-                          capture_output=True, text=True, timeout=600)
+    _grade(course, subs, out, 20, 50)
     elapsed = time.perf_counter() - t0
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert elapsed < 400, f"grading took {elapsed:.0f} s"
 
     rows = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
@@ -89,10 +95,7 @@ def test_grade_a_batch(course, tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     (again / "bob_wrong.ipynb").write_bytes((subs / "bob_wrong.ipynb").read_bytes())
-    proc = subprocess.run([sys.executable, "-m", "course_utils.cli", "--root", str(course.root), "grade", "hw01", str(again),
-                           "--out", str(out), "--cell-timeout", "20", "--notebook-timeout", "50"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _grade(course, again, out, 20, 50, timeout=300)
     rows = list(csv.DictReader(open(out / "grades.csv")))
     assert [r["student"] for r in rows] == ["bob_wrong"] and rows[0][total_col] == "3"
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
@@ -115,10 +118,7 @@ def test_every_assignment_scores_zero_unsolved_and_full_solved(course, tmp_path,
     nbformat.write(unsolved(course, hw), subs / "stub.ipynb")
     nbformat.write(solved(course, hw=hw), subs / "solution.ipynb")
     out = tmp_path / "grades"
-    proc = subprocess.run([sys.executable, "-m", "course_utils.cli", "--root", str(course.root), "grade", hw, str(subs),
-                           "--out", str(out), "--cell-timeout", "120", "--notebook-timeout", "300"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _grade(course, subs, out, 120, 300, hw=hw, timeout=900)
     rows = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
     total_col = next(k for k in rows["stub"] if k.startswith("autograded total"))
     max_points = float(total_col.split("of ")[1].rstrip(")"))

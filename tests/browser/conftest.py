@@ -75,8 +75,7 @@ def lab(tmp_path_factory):
     port, token = _free_port(), secrets.token_hex(24)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
            "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-           "JUPYTER_DATA_DIR": str(tmp / "data"), "TQDM_DISABLE": "0",
-           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+           "JUPYTER_DATA_DIR": str(tmp / "data"), "TQDM_DISABLE": "0"}  # PATH: set by tests/conftest.py
     env.pop("JUPYTER_TOKEN", None)
     # the environment's own kernelspec must stay visible although JUPYTER_DATA_DIR moved
     env["JUPYTER_PATH"] = os.pathsep.join([str(Path(sys.prefix) / "share" / "jupyter"), env.get("JUPYTER_PATH", "")])
