@@ -6,6 +6,9 @@ Small modules with one job each (see the README):
 - :mod:`course_utils.metrics`   sample distances, Gaussian KL, noise floors
 - :mod:`course_utils.training`  one small training loop with a progress bar
 - :mod:`course_utils.flows`     reference flow layers (``forward(x) -> (z, log_det)``)
+- :mod:`course_utils.vae`       VAE parts, ELBO and IWAE bounds, a model with exact answers, an autoregressive decoder
+- :mod:`course_utils.priors`    mixture, flow and aggregate-posterior priors; ELBO surgery
+- :mod:`course_utils.vq`        vector quantisation with straight-through, the VQ-VAE
 - :mod:`course_utils.plotting`  densities, samples, image grids
 - :mod:`course_utils.widgets`   one explorer per chapter; update logic is a plain function
 - :mod:`course_utils.checks`    homework feedback helpers

@@ -109,13 +109,13 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean images ``sigmoid(logits)`` of ``n`` prior samples (a decoder with a ``sample`` method draws its own)."""
+        """Mean images ``sigmoid(logits)`` of ``n`` prior samples (binary draws for an autoregressive decoder)."""
         p = next(self.parameters())
         if self.prior is None:
             z = torch.randn(n, self.encoder.latent_dim, generator=generator).to(p)
         else:
             z = self.prior.sample(n, generator=generator).to(p)
-        if hasattr(self.decoder, "sample"):
+        if isinstance(self.decoder, AutoregressiveBernoulliDecoder):    # draws pixel by pixel: binary images
             return self.decoder.sample(z, generator=generator)
         return torch.sigmoid(self.decoder(z))
 

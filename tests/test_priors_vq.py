@@ -213,3 +213,18 @@ def test_beta_explorer_follows_the_sweep():
     first = explorer.image.value
     explorer.slider.value = 4.0
     assert explorer.image.value != first and explorer.image.value[:4] == b"\x89PNG"
+
+
+def test_a_vae_samples_through_its_prior_and_its_decoder():
+    torch.manual_seed(0)
+    mixture = MixturePrior(3, 2, seed=0)
+    with torch.no_grad():
+        mixture.means.copy_(torch.tensor([[40.0, 0.0, 0.0], [40.0, 0.0, 0.0]]))   # far from N(0, I): a prior that is used shows
+    dec = BernoulliDecoder(3, (1, 2, 2), (8,))
+    vae = VAE(GaussianEncoder(4, 3, (8,)), dec, mixture)
+    gen = torch.Generator().manual_seed(1)
+    z = mixture.sample(5, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(vae.sample(5, generator=gen), torch.sigmoid(dec(z)))
+    ar = VAE(GaussianEncoder(4, 3, (8,)), AutoregressiveBernoulliDecoder(3, (1, 2, 2), hidden=8))
+    s = ar.sample(6)
+    assert s.shape == (6, 1, 2, 2) and set(s.unique().tolist()) <= {0.0, 1.0}
