@@ -59,14 +59,16 @@ def plot_samples(ax, x: torch.Tensor, lims: Lims | None = (-4.5, 4.5), title: st
     return ax
 
 
-def image_grid(ax, images: torch.Tensor, nrow: int = 8, title: str | None = None, cmap: str = "gray_r"):
-    """Tile ``images [N, 1, H, W]`` (values in [0, 1]) into one picture, ``nrow`` per row."""
+def image_grid(ax, images: torch.Tensor, nrow: int = 8, title: str | None = None, cmap: str = "gray_r",
+               frame: float | None = None):
+    """Tile ``images [N, 1, H, W]`` (values in [0, 1]) into one picture, ``nrow`` per row, one pixel of ``frame``
+    (default: the images' minimum, i.e. invisible) between them."""
     imgs = images.detach().cpu().float()
     if imgs.ndim != 4 or imgs.shape[1] != 1:
         raise ValueError(f"image_grid expects images of shape [N, 1, H, W], got {tuple(imgs.shape)}")
     n, _, h, w = imgs.shape
     rows = (n + nrow - 1) // nrow
-    canvas = torch.ones(rows * (h + 1) + 1, nrow * (w + 1) + 1) * float(imgs.min())
+    canvas = torch.ones(rows * (h + 1) + 1, nrow * (w + 1) + 1) * (float(imgs.min()) if frame is None else frame)
     for i in range(n):
         r, c = divmod(i, nrow)
         canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = imgs[i, 0]

@@ -21,7 +21,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .flows import standard_normal_log_prob
 from .metrics import gaussian_kl
+from .training import fit
 from .vae import gaussian_log_prob
 
 __all__ = ["StandardNormalPrior", "MixturePrior", "FlowPrior", "AggregatePosterior", "SurgeryTerms", "surgery_terms",
@@ -47,7 +49,7 @@ class StandardNormalPrior(nn.Module):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         _check_latents(z, self.latent_dim, "StandardNormalPrior.log_prob")
-        return -0.5 * (z**2 + _LOG_2PI).sum(-1)
+        return standard_normal_log_prob(z)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator).to(self._anchor)
@@ -183,7 +185,7 @@ def surgery_terms(mu: torch.Tensor, logvar: torch.Tensor, prior_log_prob: Callab
     """
     agg = AggregatePosterior(mu, logvar)
     n, L = agg.mu.shape
-    log_p = prior_log_prob if prior_log_prob is not None else (lambda z: -0.5 * (z**2 + _LOG_2PI).sum(-1))
+    log_p = prior_log_prob if prior_log_prob is not None else standard_normal_log_prob
 
     def draw():
         eps = torch.randn(samples_per_point, n, L, generator=generator, dtype=torch.float64).to(agg.mu.device)
@@ -209,8 +211,6 @@ def fit_prior(prior: nn.Module, mu: torch.Tensor, logvar: torch.Tensor, *, steps
               lr: float = 5e-3, seed: int = 0, progress: bool = True, desc: str = "prior"):
     """Fit a prior to a frozen encoder's aggregate posterior: maximise ``E_{q(z)} log p(z)`` (= minimise
     ``KL(q(z) || p(z))``, the only ELBO term a prior changes). Returns the training history."""
-    from .training import fit
-
     agg = AggregatePosterior(mu, logvar)
     gen = torch.Generator().manual_seed(seed)
     dtype = next(prior.parameters()).dtype

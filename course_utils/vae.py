@@ -26,6 +26,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import seed_everything
+from .flows import MaskedLinear, made_masks, standard_normal_log_prob
 from .metrics import gaussian_kl
 from .training import fit
 
@@ -148,7 +149,7 @@ def iwae_bound(x: torch.Tensor, encoder: nn.Module, decoder: nn.Module, k: int, 
         raise ValueError(f"k must be >= 1, got {k}")
     mu, logvar = encoder(x)
     z = reparameterize(mu, logvar, k)                                   # [k, B, L]
-    log_prior = gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z)) if prior is None else prior.log_prob(z)
+    log_prior = standard_normal_log_prob(z) if prior is None else prior.log_prob(z)
     log_w = decoder.log_prob(x, decoder(z)) + log_prior - gaussian_log_prob(z, mu, logvar)   # [k, B]
     return torch.logsumexp(log_w, 0) - math.log(k)
 
@@ -162,8 +163,6 @@ class AutoregressiveBernoulliDecoder(nn.Module):
 
     def __init__(self, latent_dim: int, out_shape: Sequence[int], hidden: int = 256):
         super().__init__()
-        from .flows import MaskedLinear, made_masks
-
         self.out_shape = tuple(out_shape)
         d = math.prod(self.out_shape)
         m_hidden, m_out = made_masks(d, (hidden,))
@@ -200,7 +199,7 @@ def rate_distortion(vae: VAE, x: torch.Tensor, n_samples: int = 10) -> dict:
     """Rate (mean ``KL(q(z|x) || N(0, I))``, closed form), distortion (mean ``-log p(x|z)``, ``n_samples`` draws) and the
     mean KL of each latent dimension ``[L]``, all in nats per data point, for a VAE with the standard-normal prior."""
     mu, logvar = vae.encoder(x)
-    per_dim = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).mean(0)
+    per_dim = gaussian_kl(mu.unsqueeze(-1), logvar.unsqueeze(-1)).mean(0)     # [L]: each dimension on its own
     rec = torch.stack([vae.decoder.log_prob(x, vae.decoder(reparameterize(mu, logvar))) for _ in range(n_samples)])
     return {"rate": per_dim.sum().item(), "distortion": -rec.mean().item(), "kl_per_dim": per_dim.cpu()}
 

@@ -14,9 +14,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
-from .vae import _mlp
+from . import seed_everything
+from .training import fit
+from .vae import BernoulliDecoder, _mlp
 
 __all__ = ["Quantized", "vector_quantize", "codebook_usage", "VQVAE", "train_digits_vqvae"]
 
@@ -71,7 +72,7 @@ class VQVAE(nn.Module):
         self.in_shape = tuple(in_shape)
         d_in = math.prod(self.in_shape)
         self.encoder = _mlp([d_in, *hidden, n_positions * code_dim])
-        self.decoder = _mlp([n_positions * code_dim, *reversed(hidden), d_in])
+        self.decoder = BernoulliDecoder(n_positions * code_dim, self.in_shape, tuple(reversed(hidden)))
         self.codebook = nn.Parameter(torch.randn(n_codes, code_dim))
         self.n_codes, self.code_dim, self.n_positions, self.beta = n_codes, code_dim, n_positions, beta
 
@@ -80,7 +81,7 @@ class VQVAE(nn.Module):
         return self.encoder(x.flatten(1)).unflatten(-1, (self.n_positions, self.code_dim))
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z_q.flatten(-2)).unflatten(-1, self.in_shape)
+        return self.decoder(z_q.flatten(-2))
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Logits for code tuples ``indices [B, M]``."""
@@ -91,7 +92,7 @@ class VQVAE(nn.Module):
         return self.decode(q.z_q), q
 
     def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(-1)
+        return self.decoder.log_prob(x, logits)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         logits, q = self(x)
@@ -120,9 +121,6 @@ def train_digits_vqvae(x_train: torch.Tensor, *, steps: int = 2000, lr: float = 
                        init_from_data: bool = True, progress: bool = True, **kwargs):
     """Train a :class:`VQVAE` on binarised images ``x_train [N, 1, H, W]``; ``kwargs`` go to the constructor.
     ``init_from_data`` starts the codes at encoder outputs. Returns ``(model, history)``."""
-    from . import seed_everything
-    from .training import fit
-
     seed_everything(seed)
     model = VQVAE(tuple(x_train.shape[1:]), **kwargs).to(x_train.device)
     if init_from_data:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .flows import SinhArcsinh
-from .plotting import figure_png
+from .plotting import figure_png, image_grid
 
 __all__ = ["COV_TRANSFORMS", "cov_state", "cov_figure", "cov_explorer", "CovExplorer",
            "flow_layers_state", "flow_layers_figure", "flow_layers_explorer", "FlowLayersExplorer",
@@ -467,16 +467,10 @@ def beta_figure(state: BetaState):
 
     ax = fig.add_subplot(gs[2])
     n, h, w = state.originals.shape
-    cols = (n + 1) // 2                       # two blocks: originals above their reconstructions
-    canvas = np.full((4 * h + 5, cols * (w + 1) + 1), 0.3)   # light grey frames
-    for j in range(n):
-        r, c = divmod(j, cols)
-        top, left = 1 + r * (2 * h + 3), 1 + c * (w + 1)
-        canvas[top:top + h, left:left + w] = state.originals[j]
-        canvas[top + h + 1:top + 2 * h + 1, left:left + w] = state.recons[j]
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
-    ax.set_xticks([])
-    ax.set_yticks([1 + h / 2, 2 + 1.5 * h, 4 + 2.5 * h, 5 + 3.5 * h])
+    cols = (n + 1) // 2                       # two blocks of rows: originals above their reconstructions
+    rows = [block[r * cols:(r + 1) * cols] for r in range(2) for block in (state.originals, state.recons)]
+    image_grid(ax, torch.from_numpy(np.concatenate(rows))[:, None], nrow=cols, frame=0.3)   # light grey frames
+    ax.set_yticks([1 + k * (h + 1) + h / 2 for k in range(4)])
     ax.set_yticklabels(["test", "recon.", "test", "recon."], fontsize=8)
     ax.set_title("test digits and their reconstructions\n(decoded posterior means)", fontsize=9)
 
@@ -491,15 +485,16 @@ def beta_figure(state: BetaState):
 
 
 class BetaExplorer:
-    """A slider over the betas of a trained sweep ``{beta: vae}``; the picture shows that VAE's rate and distortion."""
+    """A slider over the betas of a trained sweep ``{beta: vae}``; the picture shows that VAE's rate and distortion.
+    ``measurements``: :func:`beta_measurements` of the sweep on ``x``, when already computed."""
 
-    def __init__(self, vaes: dict, x: torch.Tensor, labels: torch.Tensor):
+    def __init__(self, vaes: dict, x: torch.Tensor, labels: torch.Tensor, measurements: dict | None = None):
         import ipywidgets as W
 
         if len(vaes) < 2:
             raise ValueError("the beta explorer needs a sweep of at least two VAEs, {beta: vae}")
         self.vaes, self.x, self.labels = vaes, x, labels
-        self.measurements = beta_measurements(vaes, x)
+        self.measurements = measurements if measurements is not None else beta_measurements(vaes, x)
         betas = sorted(vaes)
         start = min(betas, key=lambda b: abs(math.log(b)))  # the plain VAE (beta = 1) when the sweep has it
         self.slider = W.SelectionSlider(options=[(f"{b:g}", b) for b in betas], value=start, description="β",
@@ -514,6 +509,6 @@ class BetaExplorer:
         self.image.value = figure_png(beta_figure(state))
 
 
-def beta_explorer(vaes: dict, x: torch.Tensor, labels: torch.Tensor):
+def beta_explorer(vaes: dict, x: torch.Tensor, labels: torch.Tensor, measurements: dict | None = None):
     """Display-ready explorer of a beta-VAE sweep ``{beta: vae}`` on test data ``x`` with ``labels`` (an ipywidgets box)."""
-    return BetaExplorer(vaes, x, labels).widget
+    return BetaExplorer(vaes, x, labels, measurements).widget

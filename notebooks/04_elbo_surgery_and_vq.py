@@ -49,7 +49,7 @@ from course_utils.plotting import image_grid
 from course_utils.priors import AggregatePosterior, FlowPrior, MixturePrior, StandardNormalPrior, fit_prior, surgery_terms
 from course_utils.vae import VAE, AutoregressiveBernoulliDecoder, rate_distortion, train_digits_vae
 from course_utils.vq import codebook_usage, train_digits_vqvae, vector_quantize
-from course_utils.widgets import ACTIVE_NATS, beta_explorer
+from course_utils.widgets import ACTIVE_NATS, beta_explorer, beta_measurements
 
 seed_everything(0)
 device = get_device()
@@ -216,8 +216,7 @@ assert joint.marginal_kl < joint_n.marginal_kl
 # %%
 betas = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
 sweep = {b: train_digits_vae(x_train, 8, steps=1500, beta=b, desc=f"β = {b:g}")[0] for b in betas}
-torch.manual_seed(0)
-rd = {b: rate_distortion(v, x_test) for b, v in sweep.items()}
+rd = beta_measurements(sweep, x_test)       # rate, distortion and per-dimension KL of each model (seeded)
 print("   β    rate R  distortion D   R + D   active dimensions")
 for b in betas:
     r = rd[b]
@@ -385,7 +384,7 @@ plt.show()
 # towards the average digit, and the code cloud shrink onto the prior's centre.
 
 # %%
-beta_explorer(sweep, x_test, y_test)
+beta_explorer(sweep, x_test, y_test, measurements=rd)
 
 # %% [markdown]
 # ## Pitfalls
