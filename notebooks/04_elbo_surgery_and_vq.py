@@ -48,7 +48,7 @@ from course_utils.flows import maf_flow
 from course_utils.plotting import image_grid
 from course_utils.priors import AggregatePosterior, FlowPrior, MixturePrior, StandardNormalPrior, fit_prior, surgery_terms
 from course_utils.vae import VAE, AutoregressiveBernoulliDecoder, rate_distortion, train_digits_vae
-from course_utils.vq import codebook_usage, train_digits_vqvae, vector_quantize
+from course_utils.vq import VQVAE, codebook_usage, train_digits_vqvae, vector_quantize
 from course_utils.widgets import ACTIVE_NATS, beta_explorer, beta_measurements
 
 seed_everything(0)
@@ -304,8 +304,6 @@ print(f"KL(q || uniform) = log K - H(q): {kl_c.numpy().round(4)};  one-hot q: {m
 # $\partial z_e/\partial\phi$, and each extra loss moves only its own side.
 
 # %%
-from course_utils.vq import VQVAE  # noqa: E402 - used only for this check
-
 seed_everything(6)
 vq_check = VQVAE((1, 8, 8), n_codes=32, code_dim=4, n_positions=4).to(device)
 xb = x_train[:16]
