@@ -45,7 +45,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from course_utils import get_device, seed_everything
+from course_utils import get_device, seed_everything, set_threads
 from course_utils.data import toy
 from course_utils.flows import ElementwiseAffine, Flow, Planar, SinhArcsinh, standard_normal_log_prob, standardize
 from course_utils.plotting import plot_density, plot_samples
@@ -53,7 +53,7 @@ from course_utils.training import fit, fit_toy_density, format_table
 
 seed_everything(0)
 device = get_device()
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+set_threads()
 print("computing on", device)
 
 

@@ -43,7 +43,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from course_utils import get_device, seed_everything
+from course_utils import get_device, seed_everything, set_threads
 from course_utils.data import TOY_NAMES, toy
 from course_utils.flows import (IAF, MADE, MAF, AffineCoupling, LULinear, QRLinear, jacobian_log_det, maf_flow,
                                 randomize_, realnvp)
@@ -53,7 +53,7 @@ from course_utils.widgets import flow_layers_explorer
 
 seed_everything(0)
 device = get_device()
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+set_threads()
 print("computing on", device)
 
 

@@ -40,7 +40,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from course_utils import get_device, seed_everything
+from course_utils import get_device, seed_everything, set_threads
 from course_utils.data import load_digits
 from course_utils.metrics import gaussian_kl
 from course_utils.plotting import image_grid
@@ -49,7 +49,7 @@ from course_utils.widgets import latent_explorer
 
 seed_everything(0)
 device = get_device()
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+set_threads()
 print("computing on", device)
 
 # %% [markdown]

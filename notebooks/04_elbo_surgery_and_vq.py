@@ -42,7 +42,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from course_utils import get_device, seed_everything
+from course_utils import get_device, seed_everything, set_threads
 from course_utils.data import load_digits
 from course_utils.flows import maf_flow
 from course_utils.plotting import image_grid
@@ -53,7 +53,7 @@ from course_utils.widgets import ACTIVE_NATS, beta_explorer, beta_measurements
 
 seed_everything(0)
 device = get_device()
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+set_threads()
 print("computing on", device)
 
 x_train, _ = load_digits("train")

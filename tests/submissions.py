@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_utils.pipeline import Course, notebook_text
+from course_utils.course.pipeline import Course, notebook_text
 
 HW = "hw01_change_of_variables"
 

@@ -15,7 +15,7 @@ from submissions import HW, solved, unsolved, write_batch
 
 def _grade(course, subs, out, cell_timeout, notebook_timeout, hw="hw01", timeout=600):
     """Run `course grade` as an instructor would; fail with its output if it fails."""
-    proc = subprocess.run([sys.executable, "-m", "course_utils.cli", "--root", str(course.root), "grade", hw, str(subs),
+    proc = subprocess.run([sys.executable, "-m", "course_utils.course.cli", "--root", str(course.root), "grade", hw, str(subs),
                            "--out", str(out), "--cell-timeout", str(cell_timeout), "--notebook-timeout", str(notebook_timeout)],
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr

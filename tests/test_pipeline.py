@@ -8,14 +8,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils.pipeline import Course, build, check, secret_lines
+from course_utils.course.pipeline import Course, build, check, secret_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 HW = "hw01_change_of_variables"
 
 
 def _course_cmd(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "course_utils.cli", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "course_utils.course.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from course_utils.pipeline import notebook_text
+from course_utils.course.pipeline import notebook_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted(p for p in ROOT.glob("solutions/hw*/hw*.py") if p.stem == p.parent.name)

@@ -76,7 +76,7 @@ def test_time_budget_uses_a_cosine_over_the_seconds():
 
 
 def test_fit_toy_density_and_the_flow_benchmark_run_end_to_end():
-    from course_utils.bench import bench_flows
+    from course_utils.course.bench import bench_flows
     from course_utils.flows import maf_flow
     from course_utils.training import fit_toy_density, format_table
 

@@ -21,7 +21,7 @@ def test_cov_state_with_a_decreasing_map_needs_the_absolute_value():
 
 def test_cov_state_detects_a_wrong_formula(monkeypatch):
     """The histogram comparison is not hollow: drop the Jacobian factor and it fails."""
-    import course_utils.widgets as w
+    import course_utils.widgets.cov as w
 
     real = w._transform
 

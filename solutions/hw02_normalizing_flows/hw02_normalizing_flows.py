@@ -37,13 +37,14 @@ import math
 
 import torch
 
-from course_utils import seed_everything
+from course_utils import seed_everything, set_threads
 from course_utils.checks import call, expect, expect_close, expect_tensor, passed
 from course_utils.data import toy
 from course_utils.flows import MADE, AffineCoupling, Flow, jacobian_log_det, randomize_, realnvp, standardize
 from course_utils.training import fit
 
 seed_everything(0)
+set_threads()
 torch.set_default_dtype(torch.float32)
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task1_text", "locked": true, "schema_version": 3, "solution": false, "task": false}

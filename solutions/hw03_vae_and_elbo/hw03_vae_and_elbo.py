@@ -38,13 +38,14 @@ import math
 
 import torch
 
-from course_utils import seed_everything
+from course_utils import seed_everything, set_threads
 from course_utils.checks import call, expect, expect_close, expect_tensor, passed
 from course_utils.data import load_digits
 from course_utils.training import fit
 from course_utils.vae import VAE, BernoulliDecoder, GaussianEncoder, LinearGaussian
 
 seed_everything(0)
+set_threads()
 torch.set_default_dtype(torch.float32)
 
 

@@ -61,7 +61,7 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     """A running JupyterLab: yields ``(base_url, token, root_dir)``."""
-    from course_utils.grading import kill_tree
+    from course_utils.course.grading import kill_tree
 
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "course"

@@ -46,7 +46,7 @@ def bench_notebooks(course: Course, log=print) -> int:
 # course bench flows
 # ---------------------------------------------------------------------------------------------
 def _flow_models() -> dict:
-    from .flows import Flow, maf_flow, realnvp, standardize
+    from ..flows import Flow, maf_flow, realnvp, standardize
 
     return {
         "NICE": lambda x: Flow([standardize(x), *realnvp(2, n_layers=8, hidden=(64, 64), additive=True).layers]),
@@ -63,7 +63,7 @@ def _zuko_models() -> dict:
         return {}
     import torch
 
-    from .flows import standardize
+    from ..flows import standardize
 
     class ZukoFlow(torch.nn.Module):
         def __init__(self, flow, x):
@@ -82,8 +82,8 @@ def _zuko_models() -> dict:
 
 def bench_flows(seconds: float = 10.0, targets=None, models=None, log=print) -> list[dict]:
     """Train each model on each toy target for ``seconds`` of wall clock; print and return the table."""
-    from .data import TOY_NAMES
-    from .training import fit_toy_density, format_table
+    from ..data import TOY_NAMES
+    from ..training import fit_toy_density, format_table
 
     zoo = {**_flow_models(), **_zuko_models()}
     chosen = list(models or zoo)
