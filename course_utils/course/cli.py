@@ -1,6 +1,7 @@
 """The ``course`` command: build, check and grade.
 
-    course build                       write notebooks' .ipynb, solution .ipynb and exercises/ from their sources
+    course build [NAME ...]            write notebooks' .ipynb, solution .ipynb and exercises/ from their sources
+                                       (only the named lectures / homework, e.g. `course build 05 hw05`)
     course check                       fail if anything generated is out of date or leaks solutions
     course grade hw01 SUBMISSIONS/     autograde a folder of submissions into a gradebook and a CSV
     course bench notebooks             time every lecture and solution notebook against its budget
@@ -20,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="course", description="Build, check and grade the course.")
     parser.add_argument("--root", type=Path, default=None, help="course checkout (default: found from the current folder)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="write every generated file (.ipynb from .py sources; exercises/ with nbgrader)")
+    bu = sub.add_parser("build", help="write every generated file (.ipynb from .py sources; exercises/ with nbgrader)")
+    bu.add_argument("only", nargs="*", help="only these lectures or homework, by name or prefix (e.g. 05 hw05)")
     sub.add_parser("check", help="fail when a generated file is out of date or solution code leaks into exercises/")
     g = sub.add_parser("grade", help="autograde a folder of submissions")
     g.add_argument("assignment", help="homework name or prefix, e.g. hw01")
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     course = Course.find(args.root)
     if args.command == "build":
-        build(course)
+        build(course, only=args.only)
         return 0
     if args.command == "check":
         problems = check(course)

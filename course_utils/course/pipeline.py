@@ -155,15 +155,25 @@ def _generate_exercise(src: Path, out_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # build and check
 # ---------------------------------------------------------------------------------------------
-def build(course: Course, log=print) -> None:
-    """Write every generated file from its source."""
-    for src in course.lecture_sources + course.homework_sources:
+def _select(sources: list[Path], only: list[str] | None) -> list[Path]:
+    """The sources whose stem is, or starts with, one of ``only`` (all of them when ``only`` is empty)."""
+    if not only:
+        return sources
+    return [s for s in sources if any(s.stem == o or s.stem.startswith(o + "_") for o in only)]
+
+
+def build(course: Course, log=print, only: list[str] | None = None) -> None:
+    """Write every generated file from its source (only those named in ``only``, e.g. ``["05", "hw05"]``, if given)."""
+    lectures, homework = _select(course.lecture_sources, only), _select(course.homework_sources, only)
+    if only and not lectures + homework:
+        raise SystemExit(f"course build: no lecture or homework called {' or '.join(only)}")
+    for src in lectures + homework:
         dest = src.with_suffix(".ipynb")
         text = notebook_text(src)
         if not dest.exists() or dest.read_text() != text:
             dest.write_text(text)
             log(f"wrote {dest.relative_to(course.root)}")
-    for src in course.homework_sources:
+    for src in homework:
         out = course.root / "exercises" / src.stem
         _generate_exercise(src, out)
         log(f"generated {out.relative_to(course.root)}/ with nbgrader")
