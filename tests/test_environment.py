@@ -39,12 +39,40 @@ def test_every_dependency_is_pinned_and_no_torchvision():
     assert set(pins) == expected, "a new dependency needs a reason in the README and an entry here"
 
 
+def _readme_block(readme: str, marker: str) -> str:
+    return re.search(rf"<!-- {marker} -->\s*```bash\n(.+?)\n```", readme, re.S).group(1).strip()
+
+
 def test_ci_runs_the_readme_commands():
+    """The two quick-start commands (and the browser tests) are what CI runs, word for word."""
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    setup = re.search(r"<!-- setup -->\s*```bash\n(.+?)\n```", readme, re.S).group(1).strip()
-    test = re.search(r"<!-- test -->\s*```bash\n(.+?)\n```", readme, re.S).group(1).strip()
-    browser = re.search(r"<!-- browser-test -->\s*```bash\n(.+?)\n```", readme, re.S).group(1).strip()
-    assert setup in ci and test in ci and browser in ci
-    assert "<!-- open -->" in readme
+    ci_lines = [ln.strip() for ln in ci.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    for marker in ("test", "browser-test"):
+        assert _readme_block(readme, marker) in ci_lines, f"CI does not run the README's {marker} command"
+    assert _readme_block(readme, "lab") == "make lab"
+    assert "rm -rf .venv" in ci, "CI must start from a fresh environment"
     assert "apt-get install -y chromium" in ci
+
+
+def test_make_sets_up_with_the_readme_explicit_commands():
+    """The Makefile's set-up recipe is the README's explicit set-up command, and its targets run the explicit
+    test and browser commands: the two ways of working cannot drift apart."""
+    readme = (ROOT / "README.md").read_text()
+    make = (ROOT / "Makefile").read_text()
+    variables = dict(re.findall(r"^(\w+)\s*[:?]?=\s*(.+?)\s*$", make, re.M))
+
+    def expand(text):
+        for _ in range(3):
+            text = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)), text)
+        return text
+
+    recipes = expand(make)
+    assert _readme_block(readme, "setup") in recipes
+    for command in _readme_block(readme, "open").splitlines():
+        for part in command.split(" && "):
+            assert part in recipes, f"the README's explicit command {part!r} is not what make runs"
+    ready = re.search(r"^(\S+):\s*pyproject.toml", recipes, re.M)
+    assert ready, "the set-up target must depend on pyproject.toml (reinstall only when it changes)"
+    for target in ("lab", "test", "browser-test"):
+        assert re.search(rf"^{target}:.*\S", recipes, re.M), f"make {target} is missing"

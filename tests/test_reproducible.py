@@ -1,4 +1,6 @@
-"""Reproducible: a homework solution prints exactly the same checked outputs on two runs (fresh kernels, seeded).
+"""Reproducible: a homework solution runs without an error (visible and hidden checks pass) and prints exactly the
+same checked outputs on two runs (fresh kernels, seeded). This is the suite's only plain run of each solution
+(nbval does not run solutions/ again).
 
 (Lecture notebooks 01 and 02 print wall-clock timings, so they are not compared byte for byte.)
 """

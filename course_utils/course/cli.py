@@ -4,7 +4,8 @@
                                        (only the named lectures / homework, e.g. `course build 05 hw05`)
     course check                       fail if anything generated is out of date or leaks solutions
     course grade hw01 SUBMISSIONS/     autograde a folder of submissions into a gradebook and a CSV
-    course bench notebooks             time every lecture and solution notebook against its budget
+    course bench notebooks [--busy 1]  time every lecture and solution notebook against its budget (with other
+                                       busy processes); prints the thread count and the load it ran under
     course bench flows                 train the chapter-02 flows (and zuko's, if installed) on every toy target
 """
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--seconds", type=float, default=10.0, help="flows: training budget per model and target (default 10)")
     b.add_argument("--targets", nargs="*", default=None, help="flows: toy targets (default: all)")
     b.add_argument("--models", nargs="*", default=None, help="flows: models (default: all available)")
+    b.add_argument("--busy", type=int, default=0,
+                   help="notebooks: run this many other CPU-bound processes meanwhile (a busy laptop; default 0)")
+    b.add_argument("--only", nargs="*", default=None, help="notebooks: only these lectures / homework (e.g. 05 hw05)")
     args = parser.parse_args(argv)
 
     course = Course.find(args.root)
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "flows":
             bench_flows(args.seconds, args.targets, args.models)
             return 0
-        return bench_notebooks(course)
+        return bench_notebooks(course, busy=args.busy, only=args.only)
     return 2  # pragma: no cover
 
 
