@@ -21,8 +21,11 @@ $(BROWSER_READY): $(READY)
 	$(BIN)/pip install -e ".[browser]"
 	touch $@
 
+# extra options for JupyterLab, e.g. `make lab LAB_ARGS="--no-browser --port 8899"`
+LAB_ARGS ?=
+
 lab: $(READY)
-	$(BIN)/jupyter lab
+	$(BIN)/jupyter lab $(LAB_ARGS)
 
 test: $(READY)
 	$(BIN)/python -m pytest
