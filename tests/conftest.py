@@ -17,6 +17,18 @@ from course_utils.course.grading import venv_on_path  # noqa: E402
 venv_on_path()
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: as many test processes as the course's thread policy has threads to spare, at least 2 and at
+    most 8 (``COURSE_TEST_WORKERS`` overrides; 1 runs serially); each notebook kernel gets the cores divided by the
+    number of workers (COURSE_THREADS, unless set), so tests never fight over threads."""
+    from course_utils import _available_cpus
+
+    cpus = _available_cpus()
+    workers = int(os.environ.get("COURSE_TEST_WORKERS", max(2, min(8, cpus))))
+    os.environ.setdefault("COURSE_THREADS", str(max(1, cpus // max(1, workers))))
+    return workers
+
+
 @pytest.fixture(scope="session")
 def course():
     from course_utils.course.pipeline import Course

@@ -35,7 +35,7 @@ def test_every_dependency_is_pinned_and_no_torchvision():
     assert pins["torch"] == "2.13.0"
     assert "torchvision" not in pins
     expected = {"torch", "numpy", "matplotlib", "ipywidgets", "jupyterlab", "jupytext", "nbval", "nbgrader",
-                "scikit-learn", "tqdm", "pytest", "pot", "torchdiffeq"}
+                "scikit-learn", "tqdm", "pytest", "pytest-xdist", "pot", "torchdiffeq"}
     assert set(pins) == expected, "a new dependency needs a reason in the README and an entry here"
 
 
