@@ -18,9 +18,9 @@ venv_on_path()
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: as many test processes as the course's thread policy has threads to spare, at least 2 and at
-    most 8 (``COURSE_TEST_WORKERS`` overrides; 1 runs serially); each notebook kernel gets the cores divided by the
-    number of workers (COURSE_THREADS, unless set), so tests never fight over threads."""
+    """``-n auto``: one test process per core, at least 2 and at most 8 (``COURSE_TEST_WORKERS`` overrides); each
+    notebook kernel gets the cores divided by the number of workers as its threads (``COURSE_THREADS``, unless set),
+    so the processes never fight over threads: on 2 cores, two single-threaded notebooks run side by side."""
     from course_utils import _available_cpus
 
     cpus = _available_cpus()
