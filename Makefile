@@ -30,9 +30,9 @@ lab: $(READY)
 test: $(READY)
 	$(BIN)/python -m pytest
 
-# JupyterLab in headless Chromium (needs the system's Chromium; see the README)
+# JupyterLab in headless Chromium (needs the system's Chromium; see the README); one JupyterLab, so not in parallel
 browser-test: $(BROWSER_READY)
-	$(BIN)/python -m pytest -m browser tests/browser
+	$(BIN)/python -m pytest -n 0 -m browser tests/browser
 
 check: $(READY)
 	$(BIN)/course build && $(BIN)/course check

@@ -6,7 +6,7 @@
 * a percent ``.py`` source opens as a notebook through jupytext, and a generated exercise renders;
 * nbgrader's formgrader, opened inside JupyterLab, lists the homework assignments.
 
-Run with ``.venv/bin/python -m pytest -m browser tests/browser`` (see the README).
+Run with ``make browser-test`` (see the README).
 """
 
 from __future__ import annotations
