@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["CheckFailed", "call", "expect", "expect_tensor", "expect_close", "passed"]
+__all__ = ["CheckFailed", "call", "expect", "expect_tensor", "expect_close", "diagnose", "passed"]
 
 
 class CheckFailed(AssertionError):
@@ -81,6 +81,24 @@ def expect_close(value: Any, expected: torch.Tensor | float, atol: float = 1e-5,
         i = int((err - tol).flatten().argmax())
         _fail(f"{name} is off: at entry {i} it is {v.flatten()[i].item():.6g} but should be "
               f"{expected_t.flatten()[i].item():.6g} (largest error {err.max().item():.3g}, tolerance {atol:g} + {rtol:g}*|expected|)")
+
+
+def diagnose(value: Any, wrong: dict[str, Any], atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """Name a known mistake: fail with ``message`` if ``value`` matches the wrong answer ``wrong[message]``.
+
+    Call it before :func:`expect_close`, with the answers the common mistakes give (NaN matches NaN), so that
+    a student reads "the log-det uses alpha instead of log(alpha)" instead of "entry 3 is off".
+    """
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            return
+    v = value.detach().double().cpu()
+    for message, answer in wrong.items():
+        a = torch.as_tensor(answer).detach().double().cpu()
+        if a.shape == v.shape and torch.allclose(v, a, atol=atol, rtol=rtol, equal_nan=True):
+            _fail(message)
 
 
 def passed(what: str) -> None:

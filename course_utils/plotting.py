@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["density_grid", "plot_density", "plot_samples", "image_grid", "figure_png", "plot_zoo"]
+__all__ = ["density_grid", "plot_density", "plot_density_row", "diverging_limits", "plot_samples", "image_grid", "figure_png",
+           "plot_zoo"]
 
 Lims = tuple[float, float]
 
@@ -35,14 +36,50 @@ def density_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], lims: Lims = 
     return g.numpy(), g.numpy(), dens.cpu().numpy(), h * h
 
 
-def plot_density(ax, log_prob, lims: Lims = (-4.5, 4.5), n: int = 200, title: str | None = None, cmap: str = "viridis"):
-    """Image of the density ``exp(log_prob)`` on ``lims^2``."""
+def plot_density(ax, log_prob, lims: Lims = (-4.5, 4.5), n: int = 200, title: str | None = None, cmap: str = "viridis",
+                 vmin: float | None = None, vmax: float | None = None):
+    """Image of the density ``exp(log_prob)`` on ``lims^2`` (colour scale ``[vmin, vmax]``, default: this panel's range).
+
+    To compare a truth with a model, give every panel the same scale: :func:`plot_density_row` does that.
+    """
     xs, ys, dens, _ = density_grid(log_prob, lims, n)
-    ax.imshow(dens, origin="lower", extent=(lims[0], lims[1], lims[0], lims[1]), cmap=cmap, aspect="equal")
+    ax.imshow(dens, origin="lower", extent=(lims[0], lims[1], lims[0], lims[1]), cmap=cmap, aspect="equal",
+              vmin=vmin, vmax=vmax)
     ax.set_xticks([]); ax.set_yticks([])
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_density_row(axes, log_probs, lims: Lims = (-4.5, 4.5), n: int = 200, titles=None, cmap: str = "viridis",
+                     colorbar: bool = True, fontsize: float = 9):
+    """Densities ``exp(log_prob)`` of several models of one target side by side, on ONE colour scale ``[0, max]`` (so a
+    brighter panel means a higher density, not a different scale), with one colour bar. Returns the shared ``vmax``."""
+    grids = [density_grid(lp, lims, n)[2] for lp in log_probs]
+    vmax = float(max(g.max() for g in grids))
+    titles = titles or [None] * len(grids)
+    im = None
+    for ax, dens, title in zip(axes, grids, titles):
+        im = ax.imshow(dens, origin="lower", extent=(lims[0], lims[1], lims[0], lims[1]), cmap=cmap, aspect="equal",
+                       vmin=0.0, vmax=vmax)
+        ax.set_xticks([]); ax.set_yticks([])
+        if title:
+            ax.set_title(title, fontsize=fontsize)
+    if colorbar and im is not None:
+        from mpl_toolkits.axes_grid1 import make_axes_locatable  # a bar beside the last panel; tight_layout-safe
+
+        cax = make_axes_locatable(ax).append_axes("right", size="6%", pad=0.05)
+        cb = ax.figure.colorbar(im, cax=cax)
+        cb.ax.tick_params(labelsize=8)
+        cb.set_label("density (shared scale)", fontsize=8)
+    return vmax
+
+
+def diverging_limits(values) -> dict:
+    """``dict(vmin=-m, vmax=m)`` with ``m = max|values|``: a diverging colour map centred at zero (pass with ``**``)."""
+    v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    m = float(np.nanmax(np.abs(v))) if v.size else 1.0
+    return dict(vmin=-(m or 1.0), vmax=(m or 1.0))
 
 
 def plot_samples(ax, x: torch.Tensor, lims: Lims | None = (-4.5, 4.5), title: str | None = None, s: float = 2.0,

@@ -27,7 +27,7 @@ from .training import fit
 from .vae import gaussian_log_prob
 
 __all__ = ["StandardNormalPrior", "MixturePrior", "FlowPrior", "AggregatePosterior", "SurgeryTerms", "surgery_terms",
-           "fit_prior"]
+           "fit_prior", "aggregate_log_prob_error"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -216,3 +216,19 @@ def fit_prior(prior: nn.Module, mu: torch.Tensor, logvar: torch.Tensor, *, steps
     dtype = next(prior.parameters()).dtype
     return fit(lambda: -prior.log_prob(agg.sample(batch, generator=gen).to(dtype)).mean(), prior, steps=steps, lr=lr,
                seed=seed, progress=progress, desc=desc)
+
+
+def aggregate_log_prob_error(mu: torch.Tensor, logvar: torch.Tensor, n_points: int = 2000,
+                             generator: torch.Generator | None = None) -> float:
+    """Largest ``|AggregatePosterior.log_prob - reference|`` on ``n_points`` draws from ``q(z)``, where the reference is
+    ``torch.distributions``' mixture of the same Gaussians: an independent check of ``log q(z)``.
+
+    ELBO surgery's identity ``mean KL = I_q + KL(q(z) || p(z))`` cannot catch an error ``e(z)`` in ``log q(z)``: it enters
+    the two terms as ``-E_q[e]`` and ``+E_q[e]`` and cancels. This comparison catches it.
+    """
+    agg = AggregatePosterior(mu, logvar)
+    D = torch.distributions
+    ref = D.MixtureSameFamily(D.Categorical(logits=torch.zeros(len(agg.mu), dtype=torch.float64, device=agg.mu.device)),
+                              D.Independent(D.Normal(agg.mu, torch.exp(0.5 * agg.logvar)), 1))
+    z = agg.sample(n_points, generator=generator)
+    return (agg.log_prob(z).double() - ref.log_prob(z)).abs().max().item()

@@ -48,7 +48,7 @@ import torch
 from course_utils import get_device, seed_everything, set_threads
 from course_utils.data import toy
 from course_utils.flows import ElementwiseAffine, Flow, Planar, SinhArcsinh, standard_normal_log_prob, standardize
-from course_utils.plotting import plot_density, plot_samples
+from course_utils.plotting import plot_density_row, plot_samples
 from course_utils.training import fit, fit_toy_density, format_table
 
 seed_everything(0)
@@ -213,12 +213,16 @@ x2 = torch.randn(32, 2, dtype=torch.float64)
 _, total_log_det = flow2(x2)
 J_total = torch.stack([torch.autograd.functional.jacobian(lambda v: flow2(v[None])[0][0], xi) for xi in x2])
 assert torch.allclose(total_log_det, torch.linalg.slogdet(J_total).logabsdet, atol=1e-8)
-log_det_per_layer, h = [], x2
+# each layer's own log-det against the autograd Jacobian of that layer at its input, and the sum of those independent
+# per-layer log-dets against the log-det of the composed map's autograd Jacobian (the chain rule: det of a product)
+autograd_per_layer, h = [], x2
 for layer in flow2.layers:
+    J_layer = torch.stack([torch.autograd.functional.jacobian(lambda v: layer(v[None])[0][0], hi) for hi in h])
     h, ld = layer(h)
-    log_det_per_layer.append(ld)
-assert torch.allclose(total_log_det, torch.stack(log_det_per_layer).sum(0), atol=1e-12)
-print("log-dets of the layers add up to the log-det of the composition ✓")
+    autograd_per_layer.append(torch.linalg.slogdet(J_layer).logabsdet)
+    assert torch.allclose(ld, autograd_per_layer[-1], atol=1e-8), type(layer).__name__
+assert torch.allclose(torch.stack(autograd_per_layer).sum(0), torch.linalg.slogdet(J_total).logabsdet, atol=1e-8)
+print("each layer's log-det equals its autograd Jacobian's, and they add up to the composition's ✓")
 
 # %% [markdown]
 # ## 3 · LOTUS: expectations without the density
@@ -398,8 +402,8 @@ for row, name in enumerate(("8gaussians", "moons")):
     target = toy(name)
     model, history = models[name, "planar"]
     model_cpu = model.cpu()
-    plot_density(axes[row, 0], target.log_prob, target.lims, title=f"{name}: true density")
-    plot_density(axes[row, 1], lambda x: model_cpu.log_prob(x), target.lims, title=f"planar flow, KL gap {gap[name, 'planar']:.2f}")
+    plot_density_row(axes[row, :2], [target.log_prob, lambda x: model_cpu.log_prob(x)], target.lims,   # one colour scale
+                     titles=[f"{name}: true density", f"planar flow, KL gap {gap[name, 'planar']:.2f}"])
     with torch.no_grad():
         plot_samples(axes[row, 2], model_cpu.sample(2000, generator=torch.Generator().manual_seed(0)), target.lims,
                      title="flow samples (inverse)")
@@ -415,9 +419,9 @@ plt.show()
 # %% [markdown]
 # ## 6 · Explore: the change-of-variables explorer
 #
-# Pick a transform $y = g(x)$ of $x \sim \mathcal{N}(0, 1)$ and move its parameters. The middle panel draws the
-# pushforward density **by the formula** $p_X(g^{-1}(y))\,\lvert d g^{-1}/dy\rvert$ over a histogram of pushed
-# samples; the right panel shows $\log\lvert dy/dx\rvert$ — where it is positive the map stretches space and the
+# Pick a transform $x = g(z)$ of $z \sim \mathcal{N}(0, 1)$ and move its parameters. The middle panel draws the
+# pushforward density **by the formula** $p_X(x) = p_Z(f(x))\,\lvert f'(x)\rvert$, $f = g^{-1}$, over a histogram of pushed
+# samples; the right panel shows $\log\lvert g'(z)\rvert$ — where it is positive the map stretches space and the
 # density drops, where it is negative it compresses and the density rises. Things to try: a negative $a$ in the affine
 # map (the absolute value at work); $\delta < 1$ vs $\delta > 1$ in sinh-arcsinh (heavy vs light tails); $a = 0$.
 

@@ -47,7 +47,7 @@ from course_utils import get_device, seed_everything, set_threads
 from course_utils.data import TOY_NAMES, toy
 from course_utils.flows import (IAF, MADE, MAF, AffineCoupling, LULinear, QRLinear, jacobian_log_det, maf_flow,
                                 randomize_, realnvp)
-from course_utils.plotting import plot_density, plot_samples
+from course_utils.plotting import plot_density_row, plot_samples
 from course_utils.training import fit_toy_density, format_table
 from course_utils.widgets import flow_layers_explorer
 
@@ -259,10 +259,11 @@ def best_flow(x_train):
 
 results, trained = [], {}
 for name in ("moons", "8gaussians"):
-    model, history, row = fit_toy_density(best_flow, name, steps=2000, batch_size=2048, lr=1e-2, device=device)
+    model, history, row = fit_toy_density(best_flow, name, steps=2000, batch_size=2048, lr=1e-2, n_test=100_000, device=device)
     results.append(row)
     trained[name] = (model.cpu(), history)
-    assert row["KL gap"] < 0.10, f"{name}: KL gap {row['KL gap']:.3f} nats is above the 0.10 goal"
+    # the goal with a margin: the gap is below 0.10 nats by more than 3 standard errors of its estimate (100,000 test points)
+    assert row["KL gap"] + 3 * row["± s.e."] < 0.10, f"{name}: KL gap {row['KL gap']:.3f} ± {row['± s.e.']:.3f} nats misses the 0.10 goal"
 for name in TOY_NAMES:
     if name not in trained:
         model, history, row = fit_toy_density(best_flow, name, steps=500, batch_size=1024, lr=1e-2, device=device)
@@ -272,15 +273,16 @@ print(format_table(results, ["target", "test NLL", "entropy", "KL gap", "± s.e.
 assert all(r["KL gap"] > -3 * r["± s.e."] for r in results)  # a KL is never negative, up to Monte Carlo error
 
 # %% [markdown]
-# The learned densities against the truth, and samples drawn through the inverse (MAF sampling: $D = 2$ passes per layer):
+# The learned densities against the truth (in each column the two share one colour scale), and samples drawn through the
+# inverse (MAF sampling: $D = 2$ passes per layer):
 
 # %%
 fig, axes = plt.subplots(3, len(TOY_NAMES), figsize=(2.1 * len(TOY_NAMES), 6.6))
 gap = {r["target"]: r["KL gap"] for r in results}
 for j, name in enumerate(TOY_NAMES):
     target, (model, _) = toy(name), trained[name]
-    plot_density(axes[0, j], target.log_prob, target.lims, n=120, title=name)
-    plot_density(axes[1, j], model.log_prob, target.lims, n=120, title=f"flow, gap {gap[name]:.2f}")
+    plot_density_row(axes[:2, j], [target.log_prob, model.log_prob], target.lims, n=120,    # truth and model: one scale
+                     titles=[name, f"flow, gap {gap[name]:.2f}"], colorbar=False)
     with torch.no_grad():
         plot_samples(axes[2, j], model.sample(1500, generator=torch.Generator().manual_seed(0)), target.lims)
 axes[0, 0].set_ylabel("true density"); axes[1, 0].set_ylabel("learned density"); axes[2, 0].set_ylabel("flow samples")
@@ -288,6 +290,15 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Why flows fail where they fail.** The model is $p_\theta(x) = p_Z(f(x))\,\lvert\det J_f(x)\rvert$ with $f$ a
+# diffeomorphism of $\mathbb{R}^2$ onto itself, so the model's samples are $f^{-1}$ of Gaussian samples. A continuous map
+# sends a connected set to a connected set and cannot tear or puncture it: the base $\mathcal{N}(0, I)$ is one piece
+# without holes, so the flow can only *squeeze* the regions between the target's pieces to a small but positive density,
+# never to zero. Look for the traces in the middle row: the thin filaments joining neighbouring blobs of `8gaussians`
+# and the two arcs of `moons`, the density left inside the gap of `circles`, and the flow samples strung along those
+# bridges in the bottom row. Separate pieces and holes are where the remaining KL gap lives; squeezing a bridge thinner
+# needs ever larger Jacobians, so the gap shrinks only slowly with more layers.
+#
 # ## 7 · Explore: a flow, layer by layer
 #
 # Move the slider to apply the first $k$ layers of the trained `8gaussians` flow to data and to a grid (data → base),
@@ -311,7 +322,8 @@ flow_layers_explorer(trained["8gaussians"][0], toy("8gaussians").sample((2000,),
 # * Log-dets of composed layers add; every layer needs a cheap log-det and an inverse.
 # * LU/QR linear flows: $O(D)$ log-dets. Autoregressive flows: triangular Jacobians, MAF for densities, IAF for
 #   sampling. Coupling flows (NICE, RealNVP): both directions in one pass.
-# * A stack of 8 MAF layers fits `moons` and `8gaussians` within 0.10 nats in about 20 seconds each on a laptop CPU.
+# * A stack of 8 MAF layers fits `moons` and `8gaussians` within 0.10 nats in 2000 steps (the table's `seconds` column
+#   gives the time this run took).
 #
 # **Homework 02** (`exercises/hw02_normalizing_flows/`): an affine coupling layer, MADE masks, a MAF density and sampling
 # pair, and training a coupling flow to a stated KL gap.

@@ -69,7 +69,7 @@ def beta_figure(state: BetaState):
     ax = fig.add_subplot(gs[0])
     ax.plot(state.rates, state.distortions, "o-", color="0.6", ms=4)
     for b, r, d in zip(state.betas, state.rates, state.distortions):
-        ax.annotate(f"β={b:g}", (r, d), textcoords="offset points", xytext=(4, 3), fontsize=7, color="0.35")
+        ax.annotate(f"β={b:g}", (r, d), textcoords="offset points", xytext=(4, 3), fontsize=8, color="0.35")
     i = state.betas.index(state.beta)
     r0, d0 = state.rates[i], state.distortions[i]
     ax.plot(r0, d0, "o", color="C3", ms=9)

@@ -59,9 +59,9 @@ def _transform(kind: str, p1: float, p2: float):
 
 #: transform name -> (first parameter (label, min, max, default), second parameter (...), formula)
 COV_TRANSFORMS = {
-    "affine": (("a", -3.0, 3.0, 1.5), ("b", -2.0, 2.0, 0.5), "y = a·x + b"),
-    "sinh-arcsinh": (("skew ε", -2.0, 2.0, 0.8), ("tail δ", 0.3, 2.5, 0.7), "y = sinh((asinh x + ε)/δ)"),
-    "exp": (("s", 0.1, 1.5, 0.5), ("m", -1.0, 1.0, 0.0), "y = exp(s·x + m)"),
+    "affine": (("a", -3.0, 3.0, 1.5), ("b", -2.0, 2.0, 0.5), "x = g(z) = a·z + b"),
+    "sinh-arcsinh": (("skew ε", -2.0, 2.0, 0.8), ("tail δ", 0.3, 2.5, 0.7), "x = g(z) = sinh((asinh z + ε)/δ)"),
+    "exp": (("s", 0.1, 1.5, 0.5), ("m", -1.0, 1.0, 0.0), "x = g(z) = exp(s·z + m)"),
 }
 
 
@@ -124,26 +124,31 @@ def cov_state(kind: str = "affine", p1: float | None = None, p2: float | None = 
 
 # --- 2. the picture ----------------------------------------------------------------------------
 def cov_figure(state: CovState):
-    """Three panels: base density, pushforward (formula over histogram), and log|dy/dx|."""
+    """Three panels: base density, pushforward (formula over histogram), and log|dx/dz|.
+
+    Labels follow lecture 01: base ``z ~ N(0, 1)``, data ``x = g(z)``, ``f = g^{-1}`` maps data to base, and the formula
+    is ``p_X(x) = p_Z(f(x)) |f'(x)|``. (The state's field names keep ``x`` for the base grid and ``y`` for the data grid.)
+    """
     formula = COV_TRANSFORMS[state.kind][2]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     ax = axes[0]
     ax.fill_between(state.x, state.base_density, color="C0", alpha=0.3)
     ax.plot(state.x, state.base_density, color="C0")
-    ax.set_title("base  $p_X(x) = \\mathcal{N}(x; 0, 1)$")
-    ax.set_xlabel("x")
+    ax.set_title("base  $p_Z(z) = \\mathcal{N}(z; 0, 1)$", fontsize=10)
+    ax.set_xlabel("z")
     ax = axes[1]
     centers = 0.5 * (state.hist_edges[1:] + state.hist_edges[:-1])
-    ax.bar(centers, state.hist_density, width=np.diff(state.hist_edges), color="0.75", label="histogram of $g(x_i)$")
-    ax.plot(state.y, state.density, color="C3", lw=2, label="formula $p_X(g^{-1}(y))\\,|dg^{-1}/dy|$")
+    ax.bar(centers, state.hist_density, width=np.diff(state.hist_edges), color="0.75", label="histogram of $g(z_i)$")
+    ax.plot(state.y, state.density, color="C3", lw=2, label="formula $p_Z(f(x))\\,|f'(x)|$")
     ax.set_title(f"pushforward, {formula}\n∫p = {state.integral:.3f}, TV(hist, formula) = {state.hist_tv:.3f}", fontsize=10)
-    ax.set_xlabel("y")
-    ax.legend(fontsize=7, loc="best")
+    ax.set_xlabel("x")
+    ax.set_ylim(0, 1.35 * max(float(state.density.max()), float(state.hist_density.max())))  # headroom: legend off the data
+    ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
     ax = axes[2]
     ax.plot(state.x, state.log_det, color="C2")
     ax.axhline(0, color="0.6", lw=0.8, ls="--")
-    ax.set_title("$\\log|dy/dx|$ (>0 stretches, <0 compresses)", fontsize=10)
-    ax.set_xlabel("x")
+    ax.set_title("$\\log|g'(z)|$ (>0 stretches, <0 compresses)", fontsize=10)
+    ax.set_xlabel("z")
     fig.tight_layout()
     return fig
 

@@ -24,6 +24,7 @@ class FlowLayersState:
     grid: list[np.ndarray]    # grid lines, each [M, 2]
     log_det: np.ndarray       # [N] running log|det| of the map applied so far, per point
     mean_log_det: list[float]  # mean running log-det after 0..n_layers layers
+    log_det_range: float = 1.0  # largest |running log-det| over all layers: one colour scale for every k
 
 
 def _grid_lines(lims, n_lines=13, n_points=200) -> list[torch.Tensor]:
@@ -54,7 +55,7 @@ def flow_layers_state(flow, x: torch.Tensor, k: int, direction: str = "data → 
         names = [type(layer).__name__ + "⁻¹" for layer in reversed(layers)]
     grid = [g.to(p) for g in _grid_lines(grid_lims)]
     log_det = torch.zeros(len(pts), dtype=p.dtype, device=p.device)
-    means, shown = [0.0], None
+    means, shown, spread = [0.0], None, 0.0
     for i, step in enumerate(steps):
         if i == k:
             shown = (pts.clone(), [g.clone() for g in grid], log_det.clone())
@@ -62,20 +63,26 @@ def flow_layers_state(flow, x: torch.Tensor, k: int, direction: str = "data → 
         grid = [step(g)[0] for g in grid]
         log_det = log_det + ld
         means.append(float(log_det.mean()))
+        spread = max(spread, float(log_det.abs().max()))
     if shown is None:
         shown = (pts, grid, log_det)
     pts_k, grid_k, ld_k = shown
     return FlowLayersState(direction, k, n, names[k - 1] if k else "", pts_k.cpu().numpy(),
-                           [g.cpu().numpy() for g in grid_k], ld_k.cpu().numpy(), means)
+                           [g.cpu().numpy() for g in grid_k], ld_k.cpu().numpy(), means, spread or 1.0)
 
 
 def flow_layers_figure(state: FlowLayersState, view=(-4.5, 4.5)):
     """Left: samples (coloured by their running log|det|) and the moving grid; right: the mean running log-det."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.4), gridspec_kw={"width_ratios": [1.15, 1]})
     for line in state.grid:
-        ax.plot(line[:, 0], line[:, 1], color="0.75", lw=0.6)
-    sc = ax.scatter(state.points[:, 0], state.points[:, 1], c=state.log_det, s=4, cmap="coolwarm", linewidths=0)
-    fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.04, label="running log|det| of each point")
+        ax.plot(line[:, 0], line[:, 1], color="0.8", lw=0.5, zorder=1)
+    # a diverging map centred at 0 on one scale for every k; black edges keep the points visible where log|det| = 0
+    # (at k = 0 every point is there, and the map's centre colour is a light grey)
+    r = state.log_det_range
+    sc = ax.scatter(state.points[:, 0], state.points[:, 1], c=state.log_det, s=7, cmap="coolwarm", vmin=-r, vmax=r,
+                    edgecolors="k", linewidths=0.15, zorder=2)
+    cb = fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.04)
+    cb.set_label("running log|det| of each point (0: white)", fontsize=9)
     ax.set_xlim(*view); ax.set_ylim(*view); ax.set_aspect("equal")
     start = "data" if state.direction == "data → base" else "base N(0, I)"
     title = f"{start}, after {state.k} of {state.n_layers} layers" + (f"\nlast: {state.layer_name}" if state.k else "\n(no layer applied)")

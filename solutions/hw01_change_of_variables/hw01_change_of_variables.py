@@ -41,7 +41,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, expect, expect_close, expect_tensor, passed
+from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
 from course_utils.flows import ElementwiseAffine, Flow, SinhArcsinh, jacobian_log_det
 from course_utils.training import fit
 
@@ -74,9 +74,18 @@ def _planar(x, u, w, b):
     return x + u * torch.tanh(x @ w + b)
 
 
-x = torch.randn(8, 2)
+x = torch.randn(8, 2) * torch.tensor([[1.0]] * 4 + [[0.1]] * 4)   # the last four near w.x + b = 0, where det < 0
 u, w, b = torch.tensor([0.5, -1.0]), torch.tensor([1.0, 2.0]), torch.tensor(0.3)
 out = call(planar_log_det, x, u, w, b)
+h = torch.tanh(x @ w + b)
+diagnose(out, {  # the answers of common mistakes, so the message can name them (u.w < 0 here: the det changes sign)
+    "planar_log_det takes the log of a negative determinant: use the absolute value, log|1 + h'(.) u.w|":
+        torch.log(1 + (1 - h**2) * (u @ w)),
+    "planar_log_det uses tanh where its derivative tanh' = 1 - tanh^2 belongs": torch.log(torch.abs(1 + h * (u @ w))),
+    "planar_log_det drops the identity: the determinant lemma gives 1 + b^T a, not b^T a":
+        torch.log(torch.abs((1 - h**2) * (u @ w))),
+    "planar_log_det uses w.w (or u.u) where the lemma gives u.w": torch.log(torch.abs(1 + (1 - h**2) * (w @ w))),
+})
 expect_tensor(out, shape=(8,), name="planar_log_det(x, u, w, b)")
 expect_close(out, jacobian_log_det(lambda v: _planar(v, u, w, b), x), atol=1e-4, name="planar_log_det(x, u, w, b)")
 passed("planar_log_det agrees with the autograd Jacobian")
@@ -114,9 +123,25 @@ def lognormal_log_prob(y, mu, sigma):
 y = torch.linspace(1e-4, 40.0, 200_001, dtype=torch.float64)
 lp = call(lognormal_log_prob, y, 0.5, 0.6)
 expect_tensor(lp, shape=y.shape, name="lognormal_log_prob(y, 0.5, 0.6)")
+_x, _mu, _s = y.log(), 0.5, 0.6
+_normal = -0.5 * ((_x - _mu) / _s) ** 2 - math.log(_s) - 0.5 * math.log(2 * math.pi)   # log p_X(log y)
+diagnose(lp, {
+    "lognormal_log_prob centres twice: x = log(y) - mu is already centred, do not subtract mu again":
+        -0.5 * ((_x - 2 * _mu) / _s) ** 2 - math.log(_s) - 0.5 * math.log(2 * math.pi) - _x,
+    "lognormal_log_prob is missing the Jacobian factor |d log(y)/dy| = 1/y (subtract log y)": _normal,
+    "lognormal_log_prob adds log y: the Jacobian factor is 1/y, so subtract log y": _normal + _x,
+    "lognormal_log_prob normalises with sigma^2 (or log(sigma^2)) where the normal density has sigma":
+        _normal + math.log(_s) - 2 * math.log(_s) - _x,
+}, atol=1e-6)
 total = torch.trapezoid(lp.exp(), y).item()
 expect(abs(total - 1) < 1e-3, f"p_Y should integrate to 1 over y > 0, but it integrates to {total:.4f}")
-passed(f"the density integrates to {total:.5f}")
+median = y[torch.searchsorted(torch.cumulative_trapezoid(lp.exp(), y), 0.5)].item()
+expect(abs(median - math.exp(0.5)) < 1e-2, f"the median of Y = exp(X) is exp(mu) = {math.exp(0.5):.4f}, but your density's "
+       f"median is {median:.4f}: check where the density is centred")
+mean = torch.trapezoid(y * lp.exp(), y).item()
+expect(abs(mean - math.exp(0.5 + 0.6**2 / 2)) < 1e-3, f"E[Y] should be exp(mu + sigma^2/2) = {math.exp(0.68):.4f}, but your "
+       f"density gives {mean:.4f}: check its spread")
+passed(f"the density integrates to {total:.5f}, with median exp(mu) and mean exp(mu + sigma^2/2)")
 ### BEGIN HIDDEN TESTS
 for mu, sigma in ((0.0, 1.0), (-1.0, 0.3), (2.0, 1.7)):
     y = torch.exp(mu + sigma * torch.linspace(-4, 4, 101, dtype=torch.float64))
@@ -171,9 +196,21 @@ expect_tensor(ld, shape=(64,), name="log_det from forward")
 inv = call(layer.inverse, z, name="LeakyReLUFlow.inverse")
 expect(isinstance(inv, tuple) and len(inv) == 2, "inverse(z) should return a pair (x, log_det)")
 x_back, ld_inv = inv
+expect_close(z, torch.where(x < 0, 0.5 * x, x), atol=1e-6, name="z = forward(x)[0] (z = x for x >= 0, alpha * x below)")
 expect_close(x_back, x, atol=1e-5, name="inverse(forward(x)) (the round trip)")
-expect_close(ld + ld_inv, torch.zeros(64), atol=1e-5, name="log_det(forward) + log_det(inverse)")
-passed("round trip is the identity and the two log-dets cancel")
+_neg, _pos = (x < 0).float().sum(-1), (x >= 0).float().sum(-1)
+diagnose(ld, {
+    "the forward log-det uses alpha where the Jacobian's diagonal entry alpha needs its log, log(alpha)": _neg * 0.5,
+    "the forward log-det has the wrong sign: z = alpha * x shrinks by alpha, so log|dz/dx| = +log(alpha) per negative entry":
+        -_neg * math.log(0.5),
+    "the forward log-det counts the non-negative entries; the factor alpha applies where x < 0": _pos * math.log(0.5),
+})
+expect_close(ld, jacobian_log_det(lambda v: layer.forward(v[None])[0][0], x), atol=1e-5,
+             name="forward log_det (against the autograd Jacobian)")
+expect_close(ld + ld_inv, torch.zeros(64), atol=1e-5, name="log_det(forward) + log_det(inverse) (they should cancel)")
+expect_close(ld_inv, jacobian_log_det(lambda v: layer.inverse(v[None])[0][0], z), atol=1e-5,
+             name="inverse log_det (against the autograd Jacobian)")
+passed("forward is the leaky ReLU, the round trip is the identity, and both log-dets equal the autograd Jacobian's")
 ### BEGIN HIDDEN TESTS
 for alpha in (0.2, 3.0):
     layer = call(LeakyReLUFlow, alpha, name=f"LeakyReLUFlow({alpha})")
@@ -192,7 +229,7 @@ for alpha in (0.2, 3.0):
 # ## Task 4 — maximum likelihood (3 points)
 #
 # The cell below draws a training and a test set from a 2-D target whose coordinates are independent, skewed and
-# heavy-tailed. Its exact log-density is `target_log_prob`, so the test set tells us the target's entropy $H(p)$, and
+# heavy-tailed. Its exact log-density on the test set is `log_p_test`, so the test set tells us the target's entropy $H(p)$, and
 # $\text{test NLL} - H(p) \approx \mathrm{KL}(p \,\|\, q_\theta)$, the **KL gap** in nats.
 #
 # Write `fit_flow(x_train)`: build a `Flow` from the course's layers (`ElementwiseAffine`, `SinhArcsinh`; see
@@ -200,23 +237,22 @@ for alpha in (0.2, 3.0):
 # **Target: a KL gap below 0.03 nats on the test set**, within about 20 seconds of training.
 
 # %% nbgrader={"grade": false, "grade_id": "task4_data", "locked": true, "schema_version": 3, "solution": false, "task": false}
-def make_target(seed):
-    """A fixed 2-D target: independent skewed, heavy-tailed coordinates (a hidden elementwise flow)."""
+def _make_data(seed):
+    """A fixed 2-D target (independent skewed, heavy-tailed coordinates, a hidden elementwise flow): train and test
+    sets and the exact log-density. The target flow itself is not kept: fit_flow must fit, not look it up."""
     g = torch.Generator().manual_seed(seed)
     true_flow = Flow([ElementwiseAffine(2, log_scale=[0.3, -0.4], shift=[0.5, -0.2]),
                       SinhArcsinh(2, skew=[0.9, -0.6], log_delta=[-0.35, 0.25]),
                       ElementwiseAffine(2, log_scale=[-0.2, 0.1], shift=[0.0, 0.3])])
     for p in true_flow.parameters():
         p.requires_grad_(False)
-    return true_flow, g
+    with torch.no_grad():
+        train, test = (true_flow.inverse(torch.randn(n, 2, generator=g))[0] for n in (4000, 20000))
+        return train, test, true_flow.log_prob(test)
 
 
-target, _g = make_target(0)
-with torch.no_grad():
-    x_train = target.inverse(torch.randn(4000, 2, generator=_g))[0]
-    x_test = target.inverse(torch.randn(20000, 2, generator=_g))[0]
-    target_log_prob = target.log_prob
-    true_entropy = -target_log_prob(x_test).mean().item()
+x_train, x_test, log_p_test = _make_data(0)
+true_entropy = -log_p_test.mean().item()
 print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, target entropy on the test set: {true_entropy:.4f} nats")
 
 # %% nbgrader={"grade": false, "grade_id": "task4_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -239,14 +275,18 @@ expect(hasattr(model, "log_prob"), "fit_flow should return a model with a .log_p
 with torch.no_grad():
     lp_test = call(model.log_prob, x_test, name="model.log_prob")
 expect_tensor(lp_test, shape=(len(x_test),), name="model.log_prob(x_test)")
+expect((lp_test - log_p_test).abs().max().item() > 1e-5,
+       "fit_flow returned the true target density itself (it matches to 1e-5 everywhere), not a model fitted to x_train")
 gap = -lp_test.mean().item() - true_entropy
 print(f"test NLL {-lp_test.mean().item():.4f} nats, entropy {true_entropy:.4f}, KL gap {gap:.4f} nats")
-expect(gap < 0.03, f"the KL gap should be below 0.03 nats, but it is {gap:.4f}: train longer or with a better learning rate")
+expect(math.isfinite(gap), f"the test NLL is not finite ({-lp_test.mean().item()}): did the training diverge?")
+expect(gap < 0.03, f"the KL gap should be below 0.03 nats, but it is {gap:.4f}: train longer or with a better learning "
+       "rate, and use a flow that can skew (an affine flow alone is Gaussian)")
 passed(f"KL gap {gap:.4f} < 0.03 nats")
 ### BEGIN HIDDEN TESTS
+_, x_fresh, log_p_fresh = _make_data(7)
 with torch.no_grad():
-    x_fresh = target.inverse(torch.randn(50000, 2, generator=torch.Generator().manual_seed(7)))[0]
-    kl = (target.log_prob(x_fresh) - call(model.log_prob, x_fresh, name="model.log_prob")).mean().item()
+    kl = (log_p_fresh - call(model.log_prob, x_fresh, name="model.log_prob")).mean().item()
 expect(math.isfinite(kl) and kl < 0.04, f"on fresh data from the target, KL(p||q) should be below 0.04 nats, got {kl:.4f}")
 ### END HIDDEN TESTS
 

@@ -38,7 +38,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, expect, expect_close, expect_tensor, passed
+from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
 from course_utils.data import toy
 from course_utils.flows import MADE, AffineCoupling, Flow, jacobian_log_det, randomize_, realnvp, standardize
 from course_utils.training import fit
@@ -105,6 +105,18 @@ def _check_coupling(mask, dtype=torch.float32, seed=0):
     expect(isinstance(inv, tuple) and len(inv) == 2, "inverse(z) should return a pair (x, log_det)")
     x_back, ld_inv = inv
     tol = 1e-5 if dtype == torch.float32 else 1e-10
+    with torch.no_grad():
+        s, t = layer.scale_and_shift(x * mask)
+        s_all, t_all = layer.scale_and_shift(x)
+    free = 1 - mask
+    diagnose(ld, {"the forward log-det sums s over every coordinate; only the transformed ones (1 - mask) scale":
+                  s.sum(-1),
+                  "the forward log-det has the wrong sign: z = x * exp(s) + t gives log|dz/dx| = +sum of s": -(free * s).sum(-1)},
+             atol=tol)
+    diagnose(z, {"the conditioner must see only the kept coordinates: call scale_and_shift(mask * x), not scale_and_shift(x)":
+                 x * mask + free * (x * s_all.exp() + t_all)}, atol=tol)
+    diagnose(ld_inv, {"the inverse log-det should be minus the forward one (log|dx/dz| = -sum of s), not equal to it":
+                      (free * s).sum(-1)}, atol=tol)
     expect_close(x_back, x, atol=tol, name="inverse(forward(x)) (the round trip)")
     expect_close(ld, jacobian_log_det(lambda v: layer.forward(v[None])[0][0], x), atol=tol, name="forward log_det")
     expect_close(ld_inv, jacobian_log_det(lambda v: layer.inverse(v[None])[0][0], z), atol=tol, name="inverse log_det")
@@ -153,12 +165,22 @@ def _check_masks(dim, hidden):
     paths = masks[0]
     for mask in masks[1:]:
         paths = mask @ paths  # paths[i, j] = number of paths from input j to output i
+    degrees = torch.arange(1, dim + 1).float()
+    for k, mask in enumerate(masks[:-1]):   # a hidden unit's degree: the largest degree it sees in the layer below
+        degrees = (mask * degrees).max(-1).values
+        cycle = torch.arange(len(degrees)) % (dim - 1) + 1
+        expect(not torch.equal(degrees, cycle.float() - 1), f"hidden layer {k} sees one degree too few: a hidden unit of "
+               "degree k may see the units below with degree <= k (use >=, not >)")
+        expect(torch.equal(degrees, cycle.float()), f"the degrees of hidden layer {k} should cycle 1, 2, ..., D-1 = {dim - 1} "
+               f"(that is {cycle.tolist()}), but the masks give {degrees.long().tolist()}: random or shifted degrees "
+               "leave some connections out in other layer sizes")
     lower = torch.tril(torch.ones(dim, dim), -1).bool()
     expect((paths[~lower] == 0).all(), f"an output depends on itself or on a later input (dim={dim}, hidden={list(hidden)})")
     expect((paths[lower] > 0).all(), f"an output cannot see some earlier input (dim={dim}, hidden={list(hidden)})")
 
 
 _check_masks(3, [8, 8])
+_check_masks(6, [5, 7])
 passed("output i is connected to exactly the inputs before it")
 ### BEGIN HIDDEN TESTS
 for dim, hidden in ((2, [4]), (5, [16]), (6, [12, 12, 12]), (8, [7, 7])):
@@ -210,6 +232,12 @@ def _check_maf(dim, dtype=torch.float32, seed=0):
     expect_tensor(ld, shape=(8,), name="log_det from maf_forward")
     tol = 1e-4 if dtype == torch.float32 else 1e-9
     hook.remove()
+    with torch.no_grad():
+        mu, alpha = made(x)
+    diagnose(z, {"maf_forward multiplies by exp(alpha); mapping data to base divides: z = (x - mu) * exp(-alpha)":
+                 (x - mu) * alpha.exp()}, atol=tol)
+    diagnose(ld, {"maf_forward's log-det has the wrong sign: z = (x - mu) * exp(-alpha) gives log|dz/dx| = -sum of alpha":
+                  alpha.sum(-1)}, atol=tol)
     expect_close(ld, jacobian_log_det(lambda v: maf_forward(made, v[None])[0][0], x), atol=tol, name="maf_forward log_det")
     x_back = call(maf_inverse, made, z)
     expect_tensor(x_back, shape=(8, dim), name="x from maf_inverse")
@@ -231,11 +259,15 @@ for k, dim in enumerate((2, 5, 7)):
 # **Target: a KL gap below 0.15 nats** on the test set, with about 15 seconds of training.
 
 # %% nbgrader={"grade": false, "grade_id": "task4_data", "locked": true, "schema_version": 3, "solution": false, "task": false}
-target = toy("moons")
-_g = torch.Generator().manual_seed(0)
-x_train = target.sample((4000,), generator=_g)
-x_test = target.sample((20000,), generator=_g)
-log_p_test = target.log_prob(x_test)
+def _moons(seed, n_train, n_test):
+    """Train and test sets from `moons` with the test set's exact log-density (the target itself is not kept)."""
+    target, g = toy("moons"), torch.Generator().manual_seed(seed)
+    train = target.sample((n_train,), generator=g) if n_train else torch.zeros(0, 2)
+    test = target.sample((n_test,), generator=g)
+    return train, test, target.log_prob(test)
+
+
+x_train, x_test, log_p_test = _moons(0, 4000, 20000)
 print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, entropy on the test set {-log_p_test.mean():.4f} nats")
 
 # %% nbgrader={"grade": false, "grade_id": "task4_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -262,14 +294,17 @@ expect(any(isinstance(m, (AffineCoupling, AffineCouplingLayer)) for m in model.m
 with torch.no_grad():
     log_q = call(model.log_prob, x_test, name="model.log_prob")
 expect_tensor(log_q, shape=(len(x_test),), name="model.log_prob(x_test)")
+expect((log_q - log_p_test).abs().max().item() > 1e-5,
+       "train_coupling_flow returned the true moons density itself (it matches to 1e-5), not a model fitted to x_train")
 gap = (log_p_test - log_q).mean().item()
+expect(math.isfinite(gap), f"the test NLL is not finite ({-log_q.mean().item()}): did the training diverge?")
 print(f"test NLL {-log_q.mean().item():.4f} nats, KL gap {gap:.4f} nats")
 expect(gap < 0.15, f"the KL gap should be below 0.15 nats, but it is {gap:.4f}: more layers, steps or a better learning rate")
 passed(f"KL gap {gap:.4f} < 0.15 nats")
 ### BEGIN HIDDEN TESTS
 with torch.no_grad():
-    x_fresh = target.sample((50000,), generator=torch.Generator().manual_seed(7))
-    kl = (target.log_prob(x_fresh) - call(model.log_prob, x_fresh, name="model.log_prob")).mean().item()
+    _, x_fresh, log_p_fresh = _moons(7, 0, 50000)
+    kl = (log_p_fresh - call(model.log_prob, x_fresh, name="model.log_prob")).mean().item()
 expect(math.isfinite(kl) and kl < 0.18, f"on fresh data from the target, KL(p||q) should be below 0.18 nats, got {kl:.4f}")
 ### END HIDDEN TESTS
 

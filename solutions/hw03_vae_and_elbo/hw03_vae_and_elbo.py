@@ -39,7 +39,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, expect, expect_close, expect_tensor, passed
+from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
 from course_utils.data import load_digits
 from course_utils.training import fit
 from course_utils.vae import VAE, BernoulliDecoder, GaussianEncoder, LinearGaussian
@@ -87,6 +87,15 @@ mu_q, lv_q = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), torch.tensor([
 mu_p, lv_p = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64), torch.tensor([0.2, -0.4, 0.0], dtype=torch.float64)
 kl = call(gaussian_kl, mu_q, lv_q, mu_p, lv_p)
 expect_tensor(kl, shape=(), name="gaussian_kl(...) for one 3-D Gaussian pair")
+_vq, _vp = lv_q.exp(), lv_p.exp()
+diagnose(kl, {
+    "gaussian_kl computes KL(p || q), the reverse direction: the variance ratio is var_q / var_p":
+        0.5 * (_vp / _vq + (mu_q - mu_p) ** 2 / _vq - 1 + lv_q - lv_p).sum(),
+    "gaussian_kl is missing the factor 1/2": (_vq / _vp + (mu_q - mu_p) ** 2 / _vp - 1 + lv_p - lv_q).sum(),
+    "gaussian_kl treats the log-variances as log standard deviations (exp(logvar) is the variance)":
+        0.5 * (_vq**2 / _vp**2 + (mu_q - mu_p) ** 2 / _vp**2 - 1 + 2 * lv_p - 2 * lv_q).sum(),
+    "gaussian_kl is missing the -1 per dimension (KL(q || q) must be 0)": 0.5 * (_vq / _vp + (mu_q - mu_p) ** 2 / _vp + lv_p - lv_q).sum(),
+}, atol=1e-6)
 g = torch.Generator().manual_seed(0)
 z = mu_q + (0.5 * lv_q).exp() * torch.randn(400_000, 3, generator=g, dtype=torch.float64)
 log_ratio = (-0.5 * ((z - mu_q) ** 2 / lv_q.exp() + lv_q) + 0.5 * ((z - mu_p) ** 2 / lv_p.exp() + lv_p)).sum(-1)
@@ -129,7 +138,19 @@ def _check_elbo(seed, n=20000):
     expect_tensor(out, shape=(len(x),), name="reparameterized_elbo(x, encoder, decoder)")
     draws = torch.stack([reparameterized_elbo(x, wrong, model) for _ in range(n)])
     mean, se = draws.mean(0), draws.std(0) / math.sqrt(n)
+    expect((draws.std(0) > 0).all(), "reparameterized_elbo returns the same value on every call: it should draw "
+           "z = mu + exp(0.5 * logvar) * eps with fresh noise eps, not use z = mu")
     target = model.log_marginal(x) - _kl_to_posterior(model, wrong, x)   # log p(x) = ELBO + KL(q || p(z|x))
+    mu_w, lv_w = wrong(x)                                                  # the means the common slips give
+    kl_w = 0.5 * (mu_w**2 + lv_w.exp() - 1 - lv_w).sum(-1)
+    eps = torch.randn(4000, *mu_w.shape, dtype=mu_w.dtype)
+    for message, std, kl_sign in (
+            ("the sample's standard deviation is exp(0.5 * logvar); exp(logvar) is the variance", lv_w.exp(), -1),
+            ("the KL term is added; the ELBO subtracts KL(q(z|x) || p(z))", (0.5 * lv_w).exp(), 1),
+            ("the KL term is missing: ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z))", (0.5 * lv_w).exp(), 0)):
+        variant = model.log_prob(x, model(mu_w + std * eps)).mean(0) + kl_sign * kl_w
+        expect(not (((mean - variant).abs() < 5 * se + 0.05).all() and ((mean - target).abs() > 5 * se).any()),
+               f"reparameterized_elbo: {message}")
     bad = int(((mean - target).abs() > 5 * se).sum())
     expect(bad == 0, f"the average of reparameterized_elbo should be log p(x) - KL(q || posterior) = {target.numpy().round(3)}, "
                      f"but it is {mean.numpy().round(3)}")
@@ -176,7 +197,10 @@ def _check_iwae(seed):
     model, exact, wrong, x = exact_model(seed)
     out = call(iwae_bound, x, exact, model, 7)
     expect_tensor(out, shape=(len(x),), name="iwae_bound(x, encoder, decoder, 7)")
-    expect_close(out, model.log_marginal(x), atol=1e-6, name="iwae_bound with the exact posterior (every weight is p(x))")
+    diagnose(out, {"iwae_bound forgets the 1/K inside the log: subtract log K from the logsumexp":
+                   model.log_marginal(x) + math.log(7)}, atol=1e-6)
+    expect_close(out, model.log_marginal(x), atol=1e-6, name="iwae_bound with the exact posterior (every weight "
+                 "p(x, z) / q(z|x) equals p(x): are the prior and log q(z|x) both in the log-weight?)")
     means, ses = {}, {}
     for k in (1, 10, 200):
         reps = torch.stack([iwae_bound(x, wrong, model, k) for _ in range(max(40, 4000 // k))])
@@ -230,7 +254,12 @@ with torch.no_grad():
 expect_tensor(test_elbo, shape=(), name="the mean test ELBO")
 print(f"test ELBO {test_elbo.item():.3f} nats per image")
 expect(test_elbo.item() > -19.0, f"the test ELBO should be above -19.0 nats, but it is {test_elbo.item():.3f}")
-passed(f"test ELBO {test_elbo.item():.3f} > -19.0")
+torch.manual_seed(2)
+with torch.no_grad():
+    iw = call(lambda: vae.iwae(x_test, 20).mean(), name="vae.iwae(x_test, 20)").item()
+expect(math.isfinite(iw) and iw > -18.8 and iw >= test_elbo.item() - 0.05,
+       f"the IWAE_20 estimate of log p(x) on the test set should be above -18.8 and the ELBO, got {iw:.3f}")
+passed(f"test ELBO {test_elbo.item():.3f} > -19.0, IWAE_20 {iw:.3f} > -18.8")
 ### BEGIN HIDDEN TESTS
 torch.manual_seed(1)
 with torch.no_grad():
