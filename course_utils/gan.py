@@ -1,0 +1,303 @@
+"""GANs and WGANs: generator and critic builders, the losses, the gradient penalty, and one training loop.
+
+A *discriminator* outputs a logit ``a`` (``D = sigmoid(a)``; never put a ``Sigmoid`` layer before a loss that works on
+logits); a WGAN *critic* outputs an unbounded score ``f(x)``. Both are built by :func:`mlp_critic`.
+
+Losses (each returns a scalar to **minimise**):
+
+===================  ==============================================================  ===========================
+name                 discriminator / critic                                          generator
+===================  ==============================================================  ===========================
+``"minimax"``        ``-E log D(x) - E log(1 - D(G(z)))``                             ``E log(1 - D(G(z)))``
+``"nonsaturating"``  same                                                            ``-E log D(G(z))``
+``"wgan-clip"``      ``E f(G(z)) - E f(x)``, weights clipped to ``[-c, c]``           ``-E f(G(z))``
+``"wgan-gp"``        ``E f(G(z)) - E f(x) + lambda * gradient_penalty``               ``-E f(G(z))``
+``"wgan"``           ``E f(G(z)) - E f(x)`` (use a spectrally normalised critic)      ``-E f(G(z))``
+===================  ==============================================================  ===========================
+
+All log-probabilities are computed with ``logsigmoid`` on logits, so a confident discriminator never gives ``log 0``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from . import seed_everything
+
+__all__ = ["LOSSES", "mlp_generator", "mlp_critic", "discriminator_loss", "generator_loss", "critic_loss",
+           "gradient_penalty", "clip_weights", "lipschitz_estimate", "fit_critic", "GANHistory", "train_gan",
+           "mode_coverage"]
+
+LOSSES = ("minimax", "nonsaturating", "wgan-clip", "wgan-gp", "wgan")
+
+
+def _mlp(sizes: list[int], act: Callable[[], nn.Module], sn: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(a, b)
+        layers.append(nn.utils.parametrizations.spectral_norm(lin) if sn else lin)
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def mlp_generator(latent_dim: int = 2, data_dim: int = 2, hidden: int = 128, depth: int = 3,
+                  output: str | None = None) -> nn.Sequential:
+    """``G: [B, latent_dim] -> [B, data_dim]``, an MLP with ``depth`` hidden layers of ``hidden`` ReLU units.
+
+    ``output="sigmoid"`` squashes the output into ``(0, 1)`` (images); default: unbounded (2-D toy data).
+    """
+    if output not in (None, "sigmoid"):
+        raise ValueError(f"output must be None or 'sigmoid', got {output!r}")
+    net = _mlp([latent_dim] + [hidden] * depth + [data_dim], nn.ReLU)
+    if output == "sigmoid":
+        net.append(nn.Sigmoid())
+    return net
+
+
+def mlp_critic(data_dim: int = 2, hidden: int = 128, depth: int = 3, spectral_norm: bool = False) -> nn.Sequential:
+    """A discriminator or critic ``[B, data_dim] -> [B, 1]``: an MLP with LeakyReLU(0.2) and no output non-linearity.
+
+    ``spectral_norm=True`` divides every weight matrix by its largest singular value (one power-iteration step per
+    forward pass, ``torch.nn.utils.parametrizations.spectral_norm``): each layer is then 1-Lipschitz, and so is the net.
+    """
+    return _mlp([data_dim] + [hidden] * depth + [1], lambda: nn.LeakyReLU(0.2), sn=spectral_norm)
+
+
+# --- losses -----------------------------------------------------------------------------------------------------------
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the discriminator, ``-E log sigmoid(a_real) - E log(1 - sigmoid(a_fake))``, on logits.
+
+    Its minimum over all discriminators is ``log 4 - 2 JS(p_data, p_g)``, reached at ``D* = p_data / (p_data + p_g)``.
+    """
+    return -(F.logsigmoid(real_logits).mean() + F.logsigmoid(-fake_logits).mean())
+
+
+def generator_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """The generator's loss on the discriminator's logits of generated samples.
+
+    ``"minimax"``: ``E log(1 - D(G(z)))`` (the game's value; its gradient ``-sigmoid(a)`` vanishes where D is confident
+    that samples are fake); ``"nonsaturating"``: ``-E log D(G(z))`` (gradient ``-(1 - sigmoid(a))``, large there).
+    """
+    if kind == "minimax":
+        return F.logsigmoid(-fake_logits).mean()
+    if kind == "nonsaturating":
+        return -F.logsigmoid(fake_logits).mean()
+    raise ValueError(f"kind must be 'minimax' or 'nonsaturating', got {kind!r}")
+
+
+def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """The WGAN critic's loss ``E f(fake) - E f(real)``: minimising it maximises the dual estimate ``E f(real) - E f(fake)``."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """``E[(||grad f(x_hat)|| - 1)^2]`` at random interpolates ``x_hat = t real + (1 - t) fake``, ``t ~ U[0, 1]`` per pair.
+
+    Two-sided, as in Gulrajani et al. (2017), and **without** the weight ``lambda`` (the caller multiplies). ``real`` and
+    ``fake`` have the same shape ``[B, ...]``; the norm is over all non-batch dimensions. The graph is kept
+    (``create_graph=True``), so the penalty trains the critic.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"gradient_penalty needs real and fake batches of the same shape, got {tuple(real.shape)} and "
+                         f"{tuple(fake.shape)}")
+    t = torch.rand((len(real),) + (1,) * (real.ndim - 1), generator=generator, dtype=real.dtype,
+                   device="cpu" if generator is not None else real.device).to(real.device)
+    x_hat = (t * real.detach() + (1 - t) * fake.detach()).requires_grad_(True)
+    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+@torch.no_grad()
+def clip_weights(critic: nn.Module, c: float) -> None:
+    """Weight clipping (Arjovsky et al., 2017): clamp every parameter of ``critic`` to ``[-c, c]``."""
+    for p in critic.parameters():
+        p.clamp_(-c, c)
+
+
+def lipschitz_estimate(critic: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor) -> float:
+    """The largest gradient norm ``max ||grad f(x)||`` over ``points [N, D]``: a lower bound on the Lipschitz constant."""
+    x = points.detach().clone().requires_grad_(True)
+    grad, = torch.autograd.grad(critic(x).sum(), x)
+    return float(grad.flatten(1).norm(dim=1).max())
+
+
+def _batches(data: torch.Tensor | Callable[[int], torch.Tensor], batch_size: int, device) -> Callable[[], torch.Tensor]:
+    if callable(data) and not isinstance(data, torch.Tensor):
+        return lambda: data(batch_size).to(device)
+    if not isinstance(data, torch.Tensor) or data.ndim < 2:
+        raise ValueError("data must be a tensor [N, ...] of training samples or a function n -> samples [n, ...]")
+    data = data.to(device)
+    return lambda: data[torch.randint(len(data), (batch_size,), device=device)]
+
+
+def fit_critic(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, method: str = "gp", *, steps: int = 500,
+               batch_size: int = 256, lr: float = 1e-3, gp_weight: float = 10.0, clip: float = 0.01, seed: int = 0,
+               progress: bool = True, desc: str | None = None) -> list[float]:
+    """Train a critic or discriminator between two **fixed** sample sets ``real`` and ``fake`` ``[N, D]``; return its losses.
+
+    ``method``: ``"bce"`` (a discriminator: logistic regression, its optimum is ``D*``), ``"clip"`` (WGAN critic with weight
+    clipping at ``clip``), ``"gp"`` (gradient penalty with weight ``gp_weight``), ``"sn"`` (critic built with
+    ``spectral_norm=True``, no other constraint), ``"none"`` (no constraint: the dual estimate can grow without bound).
+    Built on :func:`course_utils.training.fit`: seeded, a step budget, a progress bar.
+    """
+    from .training import fit
+
+    if method not in ("bce", "clip", "gp", "sn", "none"):
+        raise ValueError(f"method must be one of 'bce', 'clip', 'gp', 'sn', 'none', got {method!r}")
+    device = next(critic.parameters()).device
+    real_b, fake_b = _batches(real, batch_size, device), _batches(fake, batch_size, device)
+
+    def loss_fn():
+        if method == "clip":          # clamp after the previous step (and before the first)
+            clip_weights(critic, clip)
+        xr, xf = real_b(), fake_b()
+        if method == "bce":
+            return discriminator_loss(critic(xr), critic(xf))
+        loss = critic_loss(critic(xr), critic(xf))
+        if method == "gp":
+            loss = loss + gp_weight * gradient_penalty(critic, xr, xf)
+        return loss
+
+    hist = fit(loss_fn, critic, steps=steps, lr=lr, schedule=None, seed=seed, progress=progress,
+               desc=desc or f"critic ({method})")
+    if method == "clip":
+        clip_weights(critic, clip)
+    return hist.losses
+
+
+# --- the training loop -------------------------------------------------------------------------------------------------
+@dataclass
+class GANHistory:
+    """What a GAN run did: both losses at every generator step, optional snapshots, the steps and seconds.
+
+    ``d_losses[i]``: the discriminator's (critic's) loss at its last update before generator step ``i`` (for WGANs without
+    the penalty, so ``-d_losses`` is the critic's running dual estimate of W1); ``g_losses[i]``: the generator's loss.
+    ``snapshots``: ``(step, value)`` pairs from ``record(step)`` every ``record_every`` steps.
+    """
+
+    d_losses: list[float] = field(default_factory=list)
+    g_losses: list[float] = field(default_factory=list)
+    snapshots: list = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def train_gan(generator: nn.Module, critic: nn.Module, data: torch.Tensor | Callable[[int], torch.Tensor], *,
+              loss: str = "nonsaturating", steps: int = 2000, d_steps: int = 1, batch_size: int = 256,
+              lr: float = 1e-3, d_lr: float | None = None, betas: tuple[float, float] = (0.5, 0.9),
+              gp_weight: float = 10.0, clip: float = 0.01, latent_dim: int | None = None, seed: int | None = 0,
+              schedule: str | None = None,
+              record_every: int | None = None, record: Callable[[int], object] | None = None,
+              progress: bool = True, desc: str | None = None) -> GANHistory:
+    """Alternating updates: ``d_steps`` critic (discriminator) steps, then one generator step, ``steps`` times.
+
+    ``data``: training samples ``[N, ...]`` (batches drawn with replacement) or a sampler ``n -> [n, ...]``.
+    ``loss``: one of :data:`LOSSES` (table in the module docstring). Adam with ``betas`` for both players (``d_lr``
+    defaults to ``lr``); ``schedule="cosine"`` decays both learning rates to zero over ``steps``. Follows :func:`course_utils.training.fit`: ``seed`` seeds everything first, a step budget, a
+    ``tqdm`` progress bar, a non-finite loss stops the run with an error naming the step. ``record(step)`` is called at
+    step 0 and after every ``record_every`` generator steps (for widgets); its results land in ``history.snapshots``.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    if steps < 1 or d_steps < 1:
+        raise ValueError(f"steps and d_steps must be >= 1, got steps={steps}, d_steps={d_steps}")
+    if seed is not None:
+        seed_everything(seed)
+    device = next(generator.parameters()).device
+    critic.to(device)
+    if latent_dim is None:
+        first = next(m for m in generator.modules() if isinstance(m, nn.Linear))
+        latent_dim = first.in_features
+    real_batch = _batches(data, batch_size, device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=d_lr or lr, betas=betas)
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+              for o in (opt_g, opt_d)] if schedule == "cosine" else []
+    wgan = loss.startswith("wgan")
+
+    def z():
+        return torch.randn(batch_size, latent_dim, device=device)
+
+    history = GANHistory()
+    if record is not None and record_every:
+        history.snapshots.append((0, record(0)))
+    start = time.perf_counter()
+    bar = tqdm(total=steps, desc=desc or loss, disable=not progress, leave=False, mininterval=0.5)
+    try:
+        for step in range(steps):
+            for _ in range(d_steps):
+                if loss == "wgan-clip":
+                    clip_weights(critic, clip)
+                xr = real_batch()
+                with torch.no_grad():
+                    xf = generator(z())
+                if wgan:
+                    d_loss = critic_loss(critic(xr), critic(xf))
+                    d_report = d_loss
+                    if loss == "wgan-gp":
+                        d_loss = d_loss + gp_weight * gradient_penalty(critic, xr, xf)
+                else:
+                    d_loss = d_report = discriminator_loss(critic(xr), critic(xf))
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+            if loss == "wgan-clip":
+                clip_weights(critic, clip)
+            critic.requires_grad_(False)
+            fake_scores = critic(generator(z()))
+            g_loss = -fake_scores.mean() if wgan else generator_loss(fake_scores, loss)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            critic.requires_grad_(True)
+            for sc in scheds:
+                sc.step()
+            d_val, g_val = float(d_report.detach()), float(g_loss.detach())
+            if not (math.isfinite(d_val) and math.isfinite(g_val)):
+                raise RuntimeError(f"a loss became non-finite at step {step} (critic {d_val}, generator {g_val}); "
+                                   "lower the learning rate or check the model")
+            history.d_losses.append(d_val)
+            history.g_losses.append(g_val)
+            bar.update(1)
+            if (step + 1) % 25 == 0:
+                bar.set_postfix(d=f"{sum(history.d_losses[-25:]) / 25:.3f}", g=f"{sum(history.g_losses[-25:]) / 25:.3f}")
+            if record is not None and record_every and (step + 1) % record_every == 0:
+                history.snapshots.append((step + 1, record(step + 1)))
+    finally:
+        bar.close()
+    history.steps = len(history.g_losses)
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+# --- measuring mode collapse ------------------------------------------------------------------------------------------
+def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float, n_std: float = 3.0,
+                  min_share: float = 0.2) -> dict:
+    """Mode coverage of samples from a mixture of isotropic Gaussians (``centers [K, D]``, common ``std``).
+
+    A sample is **high quality** when it lies within ``n_std`` standard deviations of its nearest centre. A mode is
+    **covered** when it receives at least ``min_share`` of its fair share ``1/K`` of all samples as high-quality
+    samples. Returns ``{"modes": covered count, "of": K, "high_quality": share, "counts": [K] per-mode counts}``.
+    """
+    samples, centers = samples.detach().double().cpu(), torch.as_tensor(centers).double()
+    if samples.ndim != 2 or centers.ndim != 2 or samples.shape[1] != centers.shape[1]:
+        raise ValueError(f"mode_coverage needs samples [N, D] and centers [K, D], got {tuple(samples.shape)} and "
+                         f"{tuple(centers.shape)}")
+    d = torch.cdist(samples, centers)
+    dist, nearest = d.min(dim=1)
+    good = dist <= n_std * std
+    counts = torch.bincount(nearest[good], minlength=len(centers))
+    covered = int((counts >= min_share * len(samples) / len(centers)).sum())
+    return {"modes": covered, "of": len(centers), "high_quality": float(good.double().mean()), "counts": counts}
