@@ -1,0 +1,434 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "intro", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# # Homework 06 — scores, Langevin dynamics and denoising score matching
+#
+# Follows lecture notebook `06_scores_and_langevin` (lectures 6.2 and 7 of the course notes). Six coded tasks (15 points,
+# graded automatically) and one written question (2 points, graded by hand).
+#
+# | task | what you write | points |
+# |---|---|---|
+# | 1 | `mixture_score`: the score of an isotropic Gaussian mixture | 3 |
+# | 2 | `langevin_step`: one step of unadjusted Langevin dynamics | 2 |
+# | 3 | `stationary_variance`: the variance Langevin reaches on $\mathcal N(0, s^2)$ | 2 |
+# | 4 | `dsm_loss`: the denoising score-matching loss | 3 |
+# | 5 | `tweedie`: Tweedie's denoiser | 2 |
+# | 6 | `train_score_model`: a noise-conditioned score model on `8gaussians`, to a stated sample distance | 3 |
+# | 7 | written: why one noise level is not enough | 2 |
+#
+# **How to work.** Replace every `raise NotImplementedError()` with your code and run the check cell below it: it prints
+# `✓ ...` or one line saying what was expected. Hidden checks of the same kind use other inputs. Do not rename functions
+# or delete cells; the notebook must run top to bottom in about a minute on a laptop CPU. Write tasks 1–5 yourself: do not
+# call `course_utils.score` there (`mixture_score`, `langevin`, `dsm_loss`, `tweedie_denoise`, `autograd_score`).
+# Notation: the score is $s(x) = \nabla_x \log p(x)$; $x_\sigma = x + \sigma\varepsilon$, $\varepsilon \sim \mathcal N(0, I)$, has the density $q_\sigma$.
+
+# %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+import math
+
+import torch
+
+from course_utils import seed_everything, set_threads
+from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
+from course_utils.data import toy
+from course_utils.metrics import relative_to_noise_floor, sliced_wasserstein
+from course_utils.score import NoiseConditionalScoreNet, annealed_langevin, geometric_sigmas, ncsn_loss
+from course_utils.training import fit
+
+seed_everything(0)
+set_threads()
+torch.set_default_dtype(torch.float32)
+eight = toy("8gaussians")          # 8 Gaussians (std 0.25) on a circle of radius 2.8, with exact log_prob
+f64 = torch.float64
+
+
+def _as_float(value, name):
+    """A Python float from a float or a 0-d tensor, or a clear error."""
+    if isinstance(value, torch.Tensor):
+        expect(value.numel() == 1, f"{name} should be one number (a float or a 0-d tensor), got shape {tuple(value.shape)}")
+        value = value.item()
+    expect(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+           f"{name} should be a finite real number, got {value!r}")
+    return float(value)
+
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task1_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 1 — the score of a Gaussian mixture (3 points)
+#
+# For $q(x) = \sum_k w_k\,\mathcal N(x;\,\mu_k, s^2 I)$ in $D$ dimensions, return the score
+# $$\nabla_x \log q(x) = \sum_k r_k(x)\,\frac{\mu_k - x}{s^2}, \qquad r_k(x) = \frac{w_k\,\mathcal N(x;\mu_k, s^2 I)}{\sum_j w_j\,\mathcal N(x;\mu_j, s^2 I)}$$
+# (the responsibilities). `x [N, D]`, `means [K, D]`, `std` the shared $s$ (a float), `weights [K]` positive summing to 1;
+# return `[N, D]` in the dtype of `x`. Points may lie far from every mean: compute the responsibilities from **log** terms
+# (`torch.softmax` of $\log w_k - \|x - \mu_k\|^2 / 2s^2$), never by exponentiating first. The check compares with
+# autograd of `torch.distributions`' `log_prob`.
+
+# %% nbgrader={"grade": false, "grade_id": "task1_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def mixture_score(x, means, std, weights):
+    """x [N, D], means [K, D], std float, weights [K] -> grad_x log q(x) [N, D]."""
+    ### BEGIN SOLUTION
+    diff = means[None, :, :] - x[:, None, :]                                   # [N, K, D]
+    logits = weights.log()[None, :] - 0.5 * diff.pow(2).sum(-1) / std**2       # [N, K]
+    r = torch.softmax(logits, dim=1)                                           # [N, K]
+    return (r[:, :, None] * diff).sum(1) / std**2
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+def _check_mixture(seed, N, K, D, std, what):
+    g = torch.Generator().manual_seed(seed)
+    means = 3 * torch.randn(K, D, generator=g, dtype=f64)
+    w = torch.rand(K, generator=g, dtype=f64) + 0.2
+    w = w / w.sum()
+    x = means[torch.randint(K, (N,), generator=g)] + 1.5 * torch.randn(N, D, generator=g, dtype=f64)
+    comp = torch.distributions.Independent(torch.distributions.Normal(means, torch.full_like(means, std)), 1)
+    q = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(probs=w), comp)
+    xg = x.clone().requires_grad_(True)
+    ref, = torch.autograd.grad(q.log_prob(xg).sum(), xg)
+    out = call(mixture_score, x.clone(), means.clone(), std, w.clone())
+    expect_tensor(out, shape=(N, D), name=f"mixture_score for {what}")
+    diff = means[None] - x[:, None]                                              # [N, K, D]
+    log_n = -0.5 * diff.pow(2).sum(-1) / std**2
+    r_no_w = torch.softmax(log_n, 1)
+    diagnose(out, {
+        f"mixture_score for {what} has the wrong sign: the score points towards the means, (mu_k - x) / s^2": -ref,
+        f"mixture_score for {what} weights the components by w_k, not by the responsibilities r_k(x) (a softmax over "
+        "components of log w_k - |x - mu_k|^2 / 2s^2)": (w[None, :, None] * diff).sum(1) / std**2,
+        f"mixture_score for {what} averages the components equally: weight them by the responsibilities r_k(x)":
+            diff.mean(1) / std**2,
+        f"mixture_score for {what}: the responsibilities leave out the mixture weights w_k (add log w_k inside the softmax)":
+            (r_no_w[..., None] * diff).sum(1) / std**2,
+        f"mixture_score for {what} divides by s, not by the variance s^2": ref * std,
+    }, atol=1e-7, rtol=1e-6)
+    expect_close(out, ref, atol=1e-8, rtol=1e-6, name=f"mixture_score for {what} (autograd of log q)")
+    return out
+
+
+_check_mixture(0, 50, 3, 2, 0.7, "3 components in 2-D")
+far = torch.tensor([[40.0, -35.0], [-60.0, 0.0]], dtype=f64)
+out_far = call(mixture_score, far, torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=f64), 0.5, torch.tensor([0.5, 0.5], dtype=f64))
+expect(isinstance(out_far, torch.Tensor) and not torch.isnan(out_far).any(),
+       "mixture_score gives NaN far from the means: exp(-|x - mu|^2 / 2s^2) underflows to 0 and 0/0 = NaN; compute the "
+       "responsibilities with torch.softmax of the log terms")
+r_far = torch.softmax(-0.5 * ((torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=f64)[None] - far[:, None]) ** 2).sum(-1) / 0.25, 1)
+ref_far = (r_far[..., None] * (torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=f64)[None] - far[:, None])).sum(1) / 0.25
+expect_close(out_far, ref_far, atol=1e-6, rtol=1e-8, name="mixture_score far from the means")
+passed("the mixture score agrees with autograd of log q, also far from the means")
+### BEGIN HIDDEN TESTS
+_ = _check_mixture(1, 7, 5, 3, 1.3, "5 components in 3-D")
+_ = _check_mixture(2, 200, 2, 1, 0.3, "2 components in 1-D")
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 2 — one Langevin step (2 points)
+#
+# Return one step of the unadjusted Langevin chain with step size $\eta$,
+# $$x_{l+1} = x_l + \tfrac{\eta}{2}\, s(x_l) + \sqrt{\eta}\,\varepsilon_l,$$
+# where `score` is a function `[N, D] -> [N, D]` and `noise` is the standard normal draw $\varepsilon_l$ (given, shaped like
+# `x`). Do not modify `x` in place.
+
+# %% nbgrader={"grade": false, "grade_id": "task2_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def langevin_step(x, score, eta, noise):
+    """x [N, D], score: [N, D] -> [N, D], eta > 0, noise [N, D] ~ N(0, I) -> the next state [N, D]."""
+    ### BEGIN SOLUTION
+    return x + 0.5 * eta * score(x) + math.sqrt(eta) * noise
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+def _check_step(seed, shape, eta, var):
+    g = torch.Generator().manual_seed(seed)
+    x, noise = torch.randn(*shape, generator=g, dtype=f64), torch.randn(*shape, generator=g, dtype=f64)
+    centre = torch.randn(shape[-1], generator=g, dtype=f64)
+    score = lambda y: -(y - centre) / var                      # the score of N(centre, var I)
+    x_before = x.clone()
+    out = call(langevin_step, x, score, eta, noise.clone())
+    expect_tensor(out, shape=shape, name=f"langevin_step(x {list(shape)}, ...)")
+    expect(torch.equal(x, x_before), "langevin_step changed x in place: return a new tensor")
+    s = score(x)
+    what = f"langevin_step with eta = {eta}"
+    diagnose(out, {
+        f"{what}: the noise is scaled by eta; it should be sqrt(eta) (its variance is eta)": x + 0.5 * eta * s + eta * noise,
+        f"{what}: the noise is scaled by sqrt(2 eta); with the drift (eta/2) s(x) it should be sqrt(eta)":
+            x + 0.5 * eta * s + math.sqrt(2 * eta) * noise,
+        f"{what}: the drift is eta s(x); it should be (eta/2) s(x)": x + eta * s + math.sqrt(eta) * noise,
+        f"{what}: the drift has the wrong sign: the chain climbs the log-density, + (eta/2) s(x)":
+            x - 0.5 * eta * s + math.sqrt(eta) * noise,
+        f"{what}: the noise is missing (that is gradient ascent, not Langevin)": x + 0.5 * eta * s,
+    }, atol=1e-9, rtol=1e-9)
+    expect_close(out, x + 0.5 * eta * s + math.sqrt(eta) * noise, atol=1e-9, rtol=1e-9, name=what)
+
+
+_check_step(0, (64, 2), 0.3, 2.0)
+passed("x + (eta/2) s(x) + sqrt(eta) eps")
+### BEGIN HIDDEN TESTS
+_check_step(1, (5, 3), 2.5, 0.7)
+_check_step(2, (100, 1), 0.01, 4.0)
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 3 — the stationary variance on a Gaussian (2 points)
+#
+# Run the chain of task 2 with the exact score of $\mathcal N(0, s^2)$ (in 1-D). It is linear, $x_{l+1} = a\,x_l + \sqrt\eta\,\varepsilon_l$:
+# find its stationary variance $v$ (from $v = a^2 v + \eta$) and return it as a float from `stationary_variance(s, eta)` ($s$ is
+# the **standard deviation**). It is not $s^2$: unadjusted Langevin is biased by $O(\eta)$. The chain diverges when $|a| \ge 1$:
+# then raise a `ValueError` with a sentence. The check also runs 20 000 such chains and compares.
+
+# %% nbgrader={"grade": false, "grade_id": "task3_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def stationary_variance(s, eta):
+    """s > 0 the target's std, eta > 0 -> the stationary variance of unadjusted Langevin on N(0, s^2)."""
+    ### BEGIN SOLUTION
+    if eta >= 4 * s**2:
+        raise ValueError(f"the chain diverges for eta >= 4 s^2 (eta = {eta}, s = {s}): |1 - eta / (2 s^2)| >= 1")
+    return s**2 / (1 - eta / (4 * s**2))
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+def _simulate(s, eta, chains=20_000, steps=300, seed=0):
+    """Empirical variance of `chains` Langevin chains on N(0, s^2) after `steps` steps, and its standard error."""
+    g = torch.Generator().manual_seed(seed)
+    x = s * torch.randn(chains, generator=g, dtype=f64)
+    for _ in range(steps):
+        x = x + 0.5 * eta * (-x / s**2) + math.sqrt(eta) * torch.randn(chains, generator=g, dtype=f64)
+    v = x.var().item()
+    return v, v * math.sqrt(2 / (chains - 1))
+
+
+def _check_var(s, eta):
+    v = _as_float(call(stationary_variance, s, eta), f"stationary_variance({s}, {eta})")
+    ref = s**2 / (1 - eta / (4 * s**2))
+    what = f"stationary_variance({s}, {eta}) = {v:.6g}"
+    diagnose(v, {
+        f"{what} = s^2: that is the target's variance; unadjusted Langevin is biased, solve v = a^2 v + eta": s**2,
+        f"{what} = s^2 / (1 - eta / (2 s^2)): check a = 1 - eta / (2 s^2) and expand a^2 again": s**2 / (1 - eta / (2 * s**2)),
+        f"{what} = s^2 (1 + eta / (4 s^2)): that is only the first-order term; the exact v is s^2 / (1 - eta / (4 s^2))":
+            s**2 * (1 + eta / (4 * s**2)),
+        f"{what} is the stationary standard deviation, not the variance": math.sqrt(ref),
+    }, atol=1e-9, rtol=1e-9)
+    expect(abs(v - ref) < 1e-9 * max(1.0, ref), f"stationary_variance({s}, {eta}) should be {ref:.6g}, got {v:.6g}")
+    return v
+
+
+v_th = _check_var(1.0, 0.8)
+v_mc, se_mc = _simulate(1.0, 0.8)
+expect(abs(v_th - v_mc) < 4 * se_mc, f"20 000 simulated chains have variance {v_mc:.4f} ± {se_mc:.4f}, but "
+       f"stationary_variance(1, 0.8) = {v_th:.4f}")
+def _expect_value_error(s, eta):
+    try:
+        value = stationary_variance(s, eta)
+    except ValueError:
+        return
+    except Exception as err:  # noqa: BLE001 - any other error becomes feedback
+        expect(False, f"stationary_variance({s}, {eta}) should raise a ValueError (the chain diverges), got {type(err).__name__}: {err}")
+    expect(False, f"stationary_variance({s}, {eta}) returned {value!r}, but the chain diverges for eta >= 4 s^2: raise a ValueError")
+
+
+_expect_value_error(1.0, 4.5)
+passed(f"v = {v_th:.4f} for s = 1, eta = 0.8; 20 000 chains give {v_mc:.4f} ± {se_mc:.4f}; diverging chain rejected")
+### BEGIN HIDDEN TESTS
+_ = _check_var(2.0, 0.5)
+_ = _check_var(0.3, 0.3)
+_expect_value_error(0.5, 1.0)
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 4 — the denoising score-matching loss (3 points)
+#
+# With the noise `eps` given (shaped like `x [B, D]`), return the 0-d tensor
+# $$L = \frac1B\sum_{i=1}^B \Big\|\, s\big(x_i + \sigma\varepsilon_i\big) - \nabla_{\tilde x}\log q_\sigma(\tilde x \mid x_i)\Big\|^2,$$
+# summed over the $D$ dimensions, where $q_\sigma(\tilde x \mid x) = \mathcal N(x, \sigma^2 I)$ is the noising kernel: work out its score
+# at $\tilde x = x + \sigma\varepsilon$ in terms of $\varepsilon$ and $\sigma$. No $\frac12$ and no $\sigma^2$ weight. The loss must train the
+# model: keep the graph.
+
+# %% nbgrader={"grade": false, "grade_id": "task4_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def dsm_loss(score, x, sigma, eps):
+    """score: [B, D] -> [B, D]; x, eps [B, D]; sigma > 0 -> mean_B || s(x + sigma eps) + eps / sigma ||^2 (0-d)."""
+    ### BEGIN SOLUTION
+    return (score(x + sigma * eps) + eps / sigma).pow(2).sum(1).mean()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+def _check_dsm(seed, B, D, sigma):
+    g = torch.Generator().manual_seed(seed)
+    x, eps = 2 * torch.randn(B, D, generator=g, dtype=f64), torch.randn(B, D, generator=g, dtype=f64)
+    lin = torch.nn.Linear(D, D).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(D, D, generator=g, dtype=f64) / D)
+        lin.bias.copy_(torch.randn(D, generator=g, dtype=f64))
+    loss = call(dsm_loss, lin, x.clone(), sigma, eps.clone())
+    expect_tensor(loss, shape=(), name=f"dsm_loss (B = {B}, D = {D}, sigma = {sigma})")
+    with torch.no_grad():
+        out = lin(x + sigma * eps)
+    per = lambda t: t.pow(2).sum(1).mean()
+    ref = per(out + eps / sigma)
+    what = f"dsm_loss with sigma = {sigma}"
+    diagnose(loss, {
+        f"{what}: the target has the wrong sign; the kernel's score is -(x_noisy - x) / sigma^2 = -eps / sigma, "
+        "so the loss is |s + eps / sigma|^2": per(out - eps / sigma),
+        f"{what}: the target is eps / sigma^2; the kernel's score is -(x_noisy - x) / sigma^2 = -eps / sigma "
+        "(x_noisy - x = sigma eps)": per(out + eps / sigma**2),
+        f"{what}: wrong sign and eps / sigma^2; the target is -eps / sigma": per(out - eps / sigma**2),
+        f"{what}: the squared error is averaged over dimensions; sum it over dimensions, average over the batch":
+            (out + eps / sigma).pow(2).mean(),
+        f"{what} has a factor 1/2: return the loss without it": 0.5 * ref,
+        f"{what} is weighted by sigma^2: return it without the weight": sigma**2 * ref,
+        f"{what}: the score is evaluated at the clean x; evaluate it at x + sigma eps": per(lin(x).detach() + eps / sigma),
+    }, atol=1e-9, rtol=1e-9)
+    expect_close(loss, ref.item(), atol=1e-9, rtol=1e-9, name=what)
+    expect(loss.requires_grad, "dsm_loss has no graph to the model's parameters: do not detach or call .item()")
+    gw, = torch.autograd.grad(loss, lin.weight)
+    expect(gw.abs().sum() > 0, "dsm_loss sends no gradient to the model")
+    return loss.item()
+
+
+l1 = _check_dsm(0, 128, 3, 0.5)
+passed(f"L = {l1:.4f}: target -eps/sigma, summed over dimensions, averaged over the batch, with a graph")
+### BEGIN HIDDEN TESTS
+_ = _check_dsm(1, 7, 2, 2.0)
+_ = _check_dsm(2, 300, 5, 0.1)
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task5_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 5 — Tweedie's denoiser (2 points)
+#
+# For $x_\sigma = x + \sigma\varepsilon$, Tweedie's formula gives the posterior mean from the score of $q_\sigma$:
+# $\mathbb E[x \mid x_\sigma] = x_\sigma + \sigma^2\,\nabla\log q_\sigma(x_\sigma)$. Return it from `tweedie(x_noisy, score, sigma)`, where
+# `score` is a function `[N, D] -> [N, D]` (the score of $q_\sigma$) and `x_noisy [N, D]`.
+
+# %% nbgrader={"grade": false, "grade_id": "task5_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def tweedie(x_noisy, score, sigma):
+    """x_noisy [N, D], score of q_sigma: [N, D] -> [N, D], sigma > 0 -> E[x | x_noisy] [N, D]."""
+    ### BEGIN SOLUTION
+    return x_noisy + sigma**2 * score(x_noisy)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task5_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+def _check_tweedie(seed, N, D, sigma):
+    # data N(m, diag v): q_sigma = N(m, diag(v + sigma^2)), and E[x | x_sigma] = m + v / (v + sigma^2) (x_sigma - m)
+    g = torch.Generator().manual_seed(seed)
+    m, v = torch.randn(D, generator=g, dtype=f64), 0.2 + torch.rand(D, generator=g, dtype=f64)
+    xn = m + (v + sigma**2).sqrt() * torch.randn(N, D, generator=g, dtype=f64)
+    score = lambda y: -(y - m) / (v + sigma**2)
+    out = call(tweedie, xn.clone(), score, sigma)
+    expect_tensor(out, shape=(N, D), name=f"tweedie(x_noisy [{N}, {D}], ...)")
+    ref = m + v / (v + sigma**2) * (xn - m)
+    s = score(xn)
+    what = f"tweedie with sigma = {sigma}"
+    diagnose(out, {
+        f"{what} uses sigma instead of sigma^2: E[x | x_sigma] = x_sigma + sigma^2 s(x_sigma)": xn + sigma * s,
+        f"{what} has the wrong sign: the denoiser moves up the score, x_sigma + sigma^2 s": xn - sigma**2 * s,
+        f"{what} returns the correction sigma^2 s only; add x_sigma": sigma**2 * s,
+        f"{what} returns x_sigma + s, without the factor sigma^2": xn + s,
+    }, atol=1e-9, rtol=1e-9)
+    expect_close(out, ref, atol=1e-9, rtol=1e-9, name=f"{what} (the exact posterior mean for Gaussian data)")
+
+
+_check_tweedie(0, 100, 2, 0.6)
+passed("Tweedie's denoiser gives the exact posterior mean on Gaussian data")
+### BEGIN HIDDEN TESTS
+_check_tweedie(1, 9, 4, 1.7)
+_check_tweedie(2, 50, 1, 0.05)
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task6_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 6 — a noise-conditioned score model on `8gaussians` (3 points)
+#
+# Write `train_score_model(x, sigmas, steps)`: build `NoiseConditionalScoreNet(2, 64, 3, data_var=...)` (from
+# `course_utils.score`; `data_var` the per-dimension variance of `x`), and train it for `steps` steps on mini-batches of
+# `x [N, 2]` with the $\sigma^2$-weighted DSM loss over the ladder `sigmas` (a level per sample, uniformly). You may use
+# `ncsn_loss` from `course_utils.score` or your own `dsm_loss`, and `fit(loss_fn, model, steps=steps, lr=...)` from
+# `course_utils.training` (not `train_ncsn`). Return the model: `model(x [B, 2], sigma) -> [B, 2]`, `sigma` a float.
+#
+# The check compares the model with the exact score of $q_\sigma$ (the smoothed mixture) at the three levels
+# `sigmas[0], sigmas[1], sigmas[3]` (relative squared error below 0.25; an untrained network gives about 1) and samples 2000 points with
+# annealed Langevin (`annealed_langevin`, 50 steps per level, step size `3e-4`, from `sigmas[0] * randn`). **Target: a
+# sliced Wasserstein distance to fresh data within 3× its noise floor** (the same distance between two fresh data sets),
+# with `steps = 1000`, in a few seconds.
+
+# %% nbgrader={"grade": false, "grade_id": "task6_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def train_score_model(x, sigmas, steps):
+    """x [N, 2], sigmas [L] decreasing -> a trained NoiseConditionalScoreNet, model(x [B, 2], sigma) -> [B, 2]."""
+    ### BEGIN SOLUTION
+    torch.manual_seed(0)
+    model = NoiseConditionalScoreNet(2, 64, 3, data_var=float(x.var(0).mean()))
+    sig = torch.as_tensor(sigmas, dtype=x.dtype)
+    fit(lambda: ncsn_loss(model, x[torch.randint(len(x), (256,))], sig), model, steps=steps, lr=5e-3, progress=False)
+    return model
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "task6_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+@torch.no_grad()
+def _check_score_model(model, sigmas, seed):
+    g = torch.Generator().manual_seed(seed)
+    centers = eight.centers.double()
+    errors = {}
+    for sig in (float(sigmas[0]), float(sigmas[1]), float(sigmas[3])):      # the levels where the score is learnable well
+        var = eight.std**2 + sig**2                               # q_sigma is the same mixture with variance std^2 + sigma^2
+        xs = eight.sample((2000,), generator=g).double() + sig * torch.randn(2000, 2, generator=g, dtype=f64)
+        out = call(model, xs.float(), sig, name=f"your model at sigma = {sig:.3g}")
+        expect_tensor(out, shape=(2000, 2), name=f"model(x [2000, 2], sigma = {sig:.3g})")
+        diff = centers[None] - xs[:, None]
+        exact = (torch.softmax(-0.5 * diff.pow(2).sum(-1) / var, 1)[..., None] * diff).sum(1) / var
+        out = out.double()
+        cos = (out * exact).sum() / (out.norm() * exact.norm() + 1e-30)
+        expect(cos > -0.5, f"at sigma = {sig:.3g} your model's score points away from the data (cosine {cos:.2f} with the "
+               "exact score): the DSM target has the wrong sign (it is -eps / sigma)")
+        errors[sig] = ((out - exact).pow(2).sum(1).mean() / exact.pow(2).sum(1).mean()).item()
+    worst = max(errors, key=errors.get)
+    text = ", ".join(f"{e:.2f} at sigma = {s:.3g}" for s, e in errors.items())
+    expect(errors[worst] < 0.25, f"relative squared error of your score against the exact score of q_sigma: {text}; it should be "
+           f"< 0.25 at these levels (an untrained network gives about 1): is the model trained, on every level, and does it see sigma?")
+    x0 = float(sigmas[0]) * torch.randn(2000, 2, generator=g)
+    xs = annealed_langevin(lambda y, s: model(y, s), x0, sigmas, 50, 3e-4, generator=torch.Generator().manual_seed(seed + 1))
+    expect(bool(torch.isfinite(xs).all()), "annealed Langevin with your model gives NaN or inf")
+    gt = torch.Generator().manual_seed(seed + 2)
+    rs = [relative_to_noise_floor(sliced_wasserstein, xs.float(), lambda n: eight.sample((n,), generator=gt).float())
+          for _ in range(3)]
+    ratio = sum(r["distance"] for r in rs) / sum(r["floor"] for r in rs)
+    expect(ratio < 3.0, f"annealed Langevin samples are {ratio:.2f}x the noise floor away from the data (need < 3); "
+           f"score errors: {text}")
+    return ratio, errors
+
+
+x_eight = eight.sample((20_000,), generator=torch.Generator().manual_seed(0)).float()
+ladder = geometric_sigmas(5.0, 0.02, 10)
+score_model = call(train_score_model, x_eight, ladder, 1000)
+ratio6, errors6 = _check_score_model(score_model, ladder, 0)
+passed(f"sliced W2 within {ratio6:.2f}x its noise floor; score errors " + ", ".join(f"{e:.2f}" for e in errors6.values()))
+### BEGIN HIDDEN TESTS
+_ = _check_score_model(score_model, ladder, 7)
+### END HIDDEN TESTS
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task7_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 7 — written: why one noise level is not enough (2 points, graded by hand)
+#
+# (a) A score network trained by DSM at one small $\sigma$ is accurate near the data but wrong far from it, between the modes of
+# `8gaussians`. Why? (Look at where the DSM loss puts its samples.) What does Langevin started from broad noise then do?
+# (b) Why does a single large $\sigma$ not fix it, and how does the NCSN ladder with annealed Langevin get the best of both?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "task7_answer", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# ### BEGIN SOLUTION
+# (a) The DSM loss is an expectation over $x_\sigma \sim q_\sigma$: it only evaluates the network where noisy data fall, within a few
+# $\sigma$ of the data. In low-density regions (between the modes, far out) there are almost no training points, so the loss
+# does not constrain the network there and its output is whatever the architecture extrapolates; besides, the true score
+# of $q_\sigma$ there is itself hard to estimate from samples. Langevin started from broad noise begins exactly in those regions:
+# it drifts along a wrong field, mixes slowly or gets stuck, and the chains that do reach modes do so with the wrong
+# proportions (the weights are set by the low-density paths between modes, which it never learned). (b) A large $\sigma$ fills the
+# space with noisy data, so the score is learned everywhere, but it is the score of $q_\sigma$, a blurred density: samples from it
+# are blurred data. The ladder $\sigma_1 > \dots > \sigma_L$ learns all levels in one network; annealed Langevin starts at $\sigma_1$ (a
+# score that is accurate everywhere and mixes across modes), and each level's samples land where the next, smaller level's
+# score is accurate, ending at $\sigma_L$ close to the data.
+# ### END SOLUTION
