@@ -92,3 +92,19 @@ def test_fit_toy_density_and_the_flow_benchmark_run_end_to_end():
     assert any("KL gap" in ln for ln in lines)
     with pytest.raises(SystemExit, match="unknown model"):
         bench_flows(seconds=0.1, targets=["moons"], models=["Glow"], log=lines.append)
+
+
+def test_the_model_benchmark_runs_every_family_end_to_end():
+    """`course bench models`: every family trains for the same budget and gets a row with exact-likelihood numbers."""
+    from course_utils.course.bench import bench_models
+
+    lines = []
+    rows = bench_models(seconds=0.5, targets=["8gaussians"], n_test=300, log=lines.append)
+    names = {r["model"] for r in rows}
+    assert {"MAF (ch. 02)", "DDPM, PF-ODE (ch. 07)", "FM, independent (ch. 08)", "FM, OT (ch. 08)"} <= names
+    for r in rows:
+        assert abs(r["test NLL"] - r["entropy"] - r["KL gap"]) < 1e-6  # the gap is NLL - H on the same points
+        assert r["NFE"] >= 1 and r["params"] > 0 and r["dist / floor"] > 0 and r["seconds"] < 5
+    assert any("KL gap" in ln for ln in lines)
+    with pytest.raises(SystemExit, match="unknown model"):
+        bench_models(seconds=0.1, targets=["moons"], models=["VAE"], log=lines.append)

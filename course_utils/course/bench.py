@@ -142,3 +142,147 @@ def bench_flows(seconds: float = 10.0, targets=None, models=None, log=print) -> 
     log("")
     log(format_table(rows, columns))
     return rows
+# ---------------------------------------------------------------------------------------------
+# course bench models
+# ---------------------------------------------------------------------------------------------
+def _model_families(seconds: float, device) -> dict:
+    """Every model family of the course that has a likelihood and a sampler, as ``name -> train(x_train)`` returning
+    ``(log_prob(x), sample(n, generator) -> (x, nfe), n_params)``. Each trains for ``seconds`` of wall clock."""
+    import torch
+
+    from ..diffusion import Schedule, train_ddpm
+    from ..flow_matching import fm_log_prob, fm_sample, train_flow_matching
+    from ..flows import maf_flow
+    from ..ode import VPSDE, CountNFE, eps_to_score_fn, ode_log_likelihood, odeint
+    from ..training import fit
+
+    def n_params(m):
+        return sum(p.numel() for p in m.parameters())
+
+    def maf(x):
+        flow = maf_flow(2, n_layers=8, hidden=(64, 64), data=x).to(device)
+        data = x.to(device)
+        gen = torch.Generator().manual_seed(0)
+        fit(lambda: -flow.log_prob(data[torch.randint(len(data), (1024,), generator=gen).to(device)]).mean(), flow,
+            seconds=seconds, lr=5e-3, progress=False)
+        n_made = sum(1 for layer in flow.layers if hasattr(layer, "made"))
+        return flow.log_prob, lambda n, g: (flow.sample(n, generator=g), 2 * max(1, n_made)), n_params(flow)
+
+    def ddpm(x):
+        T = 1000
+        chain, sde = Schedule.linear(T), VPSDE()
+        model, _ = train_ddpm(x.to(device), chain, hidden=128, depth=3, steps=None, seconds=seconds, batch=256,
+                              progress=False)
+        model.eval()
+        eps_fn = lambda xt, t: model(xt, t)  # noqa: E731
+        pf = sde.reverse(eps_to_score_fn(eps_fn, sde, T), probability_flow=True)
+
+        def log_prob(xs):
+            return ode_log_likelihood(pf.ode_field, xs, t_data=1e-3, t_noise=1.0, steps=100, method="heun")
+
+        def sample(n, g):
+            f = CountNFE(pf.ode_field)
+            z = torch.randn(n, 2, generator=g).to(device)
+            with torch.no_grad():
+                out = odeint(f, z, torch.linspace(1.0, 1e-3, 51, device=device), "heun")[-1]
+            return out, f.nfe
+
+        return log_prob, sample, n_params(model)
+
+    def fm(coupling):
+        def train(x):
+            model, _ = train_flow_matching(x.to(device), coupling=coupling, steps=None, seconds=seconds, hidden=128,
+                                           lr=1e-2, progress=False)
+            model.eval()
+            return (lambda xs: fm_log_prob(model, xs, steps=50),
+                    lambda n, g: fm_sample(model, n, 2, steps=25, generator=g, device=device), n_params(model))
+        return train
+
+    zoo = {"MAF (ch. 02)": maf, "DDPM, PF-ODE (ch. 07)": ddpm, "FM, independent (ch. 08)": fm("independent"),
+           "FM, OT (ch. 08)": fm("ot")}
+    nsf = _zuko_models().get("zuko NSF")
+    if nsf is not None:  # optional peer: the same budget, same data
+        def zuko_nsf(x):
+            model = nsf(x).to(device)
+            data = x.to(device)
+            gen = torch.Generator().manual_seed(0)
+            fit(lambda: -model.log_prob(data[torch.randint(len(data), (1024,), generator=gen).to(device)]).mean(),
+                model, seconds=seconds, lr=5e-3, progress=False)
+
+            def sample(n, g):
+                torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
+                with torch.no_grad():
+                    return model.pre.inverse(model.flow().sample((n,)))[0], 1
+            return model.log_prob, sample, n_params(model)
+        zoo["zuko NSF (optional)"] = zuko_nsf
+    try:
+        from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
+    except ImportError:
+        ExactOptimalTransportConditionalFlowMatcher = None
+    if ExactOptimalTransportConditionalFlowMatcher is not None:  # optional peer: its OT-CFM targets, our network
+        from ..flow_matching import VelocityMLP
+
+        def torchcfm_ot(x):
+            model, matcher = VelocityMLP(2, 128, 3).to(device), ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
+            data = x.to(device)
+            gen = torch.Generator().manual_seed(0)
+
+            def loss():
+                x1 = data[torch.randint(len(data), (256,), generator=gen).to(device)]
+                t, xt, ut = matcher.sample_location_and_conditional_flow(torch.randn_like(x1), x1)
+                return ((model(t, xt) - ut) ** 2).sum(-1).mean()
+
+            fit(loss, model, seconds=seconds, lr=1e-2, progress=False)
+            model.eval()
+            return (lambda xs: fm_log_prob(model, xs, steps=50),
+                    lambda n, g: fm_sample(model, n, 2, steps=25, generator=g, device=device), n_params(model))
+        zoo["torchcfm OT-CFM (optional)"] = torchcfm_ot
+    return zoo
+
+
+def bench_models(seconds: float = 20.0, targets=None, models=None, n_test: int = 5000, log=print) -> list[dict]:
+    """Train every model family on every toy target for ``seconds`` of wall clock; print and return the table:
+    test NLL, entropy, KL gap ± s.e. (exact likelihoods: a flow's change of variables, an ODE's instantaneous
+    change of variables), sample distance ÷ its noise floor (energy distance), NFE per sample, seconds, parameters."""
+    import math
+    import time
+
+    import torch
+
+    from .. import get_device, seed_everything
+    from ..data import TOY_NAMES, toy
+    from ..metrics import energy_distance, relative_to_noise_floor
+    from ..training import format_table
+
+    device = get_device()
+    zoo = _model_families(seconds, device)
+    chosen = list(models or zoo)
+    unknown = [m for m in chosen if m not in zoo]
+    if unknown:
+        raise SystemExit(f"course bench models: unknown model(s) {unknown}; known: {', '.join(zoo)}")
+    rows = []
+    for target in targets or TOY_NAMES:
+        p = toy(target)
+        g = torch.Generator().manual_seed(0)
+        x_train, x_test = p.sample((20_000,), generator=g), p.sample((n_test,), generator=g)
+        log_p = p.log_prob(x_test).double()
+        for name in chosen:
+            seed_everything(0)
+            t0 = time.perf_counter()
+            log_q_fn, sample_fn, params = zoo[name](x_train)
+            train_s = time.perf_counter() - t0
+            log_q = log_q_fn(x_test.to(device)).detach().cpu().double()
+            gap = log_p - log_q
+            samples, nfe = sample_fn(2000, torch.Generator().manual_seed(1))
+            dist = relative_to_noise_floor(energy_distance, samples.detach().cpu(),
+                                           lambda n: p.sample((n,), generator=torch.Generator().manual_seed(2 + n)))
+            rows.append({"target": target, "model": name, "test NLL": -log_q.mean().item(),
+                         "entropy": -log_p.mean().item(), "KL gap": gap.mean().item(),
+                         "± s.e.": gap.std().item() / math.sqrt(len(gap)), "dist / floor": dist["ratio"],
+                         "NFE": nfe, "seconds": train_s, "params": params})
+            log(f"  {target:>12s}  {name:>24s}: KL gap {rows[-1]['KL gap']:.3f} nats, distance / floor "
+                f"{dist['ratio']:.2f}, NFE {nfe}")
+    columns = ["target", "model", "test NLL", "entropy", "KL gap", "± s.e.", "dist / floor", "NFE", "seconds", "params"]
+    log("")
+    log(format_table(rows, columns))
+    return rows

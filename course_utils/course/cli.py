@@ -7,6 +7,9 @@
     course bench notebooks [--busy 1]  time every lecture and solution notebook against its budget (with other
                                        busy processes); prints the thread count and the load it ran under
     course bench flows                 train the chapter-02 flows (and zuko's, if installed) on every toy target
+    course bench models                every model family with a likelihood and a sampler (flow, DDPM via its
+                                       PF-ODE, flow matching with both couplings; zuko's NSF and torchcfm if
+                                       installed) on every toy target, for the same wall-clock budget
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, default=None, help="output folder (default: grades/<assignment>/)")
     g.add_argument("--cell-timeout", type=int, default=60, help="seconds a cell may run (default 60)")
     g.add_argument("--notebook-timeout", type=int, default=300, help="seconds a whole notebook may run (default 300)")
-    b = sub.add_parser("bench", help="measure: `notebooks` (times against budgets) or `flows` (KL gaps on the toy zoo)")
-    b.add_argument("what", choices=["notebooks", "flows"], help="what to benchmark")
-    b.add_argument("--seconds", type=float, default=10.0, help="flows: training budget per model and target (default 10)")
-    b.add_argument("--targets", nargs="*", default=None, help="flows: toy targets (default: all)")
-    b.add_argument("--models", nargs="*", default=None, help="flows: models (default: all available)")
+    b = sub.add_parser("bench", help="measure: `notebooks` (times against budgets), `flows` (KL gaps on the toy zoo) or "
+                                      "`models` (every model family on the toy zoo)")
+    b.add_argument("what", choices=["notebooks", "flows", "models"], help="what to benchmark")
+    b.add_argument("--seconds", type=float, default=None,
+                   help="flows, models: training budget per model and target (default 10 for flows, 20 for models)")
+    b.add_argument("--targets", nargs="*", default=None, help="flows, models: toy targets (default: all)")
+    b.add_argument("--models", nargs="*", default=None, help="flows, models: models (default: all available)")
     b.add_argument("--busy", type=int, default=0,
                    help="notebooks: run this many other CPU-bound processes meanwhile (a busy laptop; default 0)")
     b.add_argument("--only", nargs="*", default=None, help="notebooks: only these lectures / homework (e.g. 05 hw05)")
@@ -60,10 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         grade(course, args.assignment, args.submissions, args.out, args.cell_timeout, args.notebook_timeout)
         return 0
     if args.command == "bench":
-        from .bench import bench_flows, bench_notebooks
+        from .bench import bench_flows, bench_models, bench_notebooks
 
         if args.what == "flows":
-            bench_flows(args.seconds, args.targets, args.models)
+            bench_flows(args.seconds or 10.0, args.targets, args.models)
+            return 0
+        if args.what == "models":
+            bench_models(args.seconds or 20.0, args.targets, args.models)
             return 0
         return bench_notebooks(course, busy=args.busy, only=args.only)
     return 2  # pragma: no cover
