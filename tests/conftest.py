@@ -29,6 +29,14 @@ def pytest_xdist_auto_num_workers(config):
     return workers
 
 
+def pytest_collection_modifyitems(config, items):
+    """nbval waits 5 s for a cell's outputs after the kernel's reply; on a loaded 2-core machine (two notebooks side by
+    side) that is too short, and a finished cell fails as "Timeout of 5 seconds exceeded waiting for output"."""
+    for item in items:
+        if hasattr(item, "output_timeout"):
+            item.output_timeout = 60
+
+
 @pytest.fixture(scope="session")
 def course():
     from course_utils.course.pipeline import Course
