@@ -214,15 +214,17 @@ def _check_var(s, eta):
         f"{what} = s^2 (1 + eta / (4 s^2)): that is only the first-order term; the exact v is s^2 / (1 - eta / (4 s^2))":
             s**2 * (1 + eta / (4 * s**2)),
         f"{what} is the stationary standard deviation, not the variance": math.sqrt(ref),
+        f"{what}: s is the target's standard deviation, but you used it as the variance (s / (1 - eta / (4 s)))":
+            s / (1 - eta / (4 * s)),
     }, atol=1e-9, rtol=1e-9)
     expect(abs(v - ref) < 1e-9 * max(1.0, ref), f"stationary_variance({s}, {eta}) should be {ref:.6g}, got {v:.6g}")
     return v
 
 
-v_th = _check_var(1.0, 0.8)
-v_mc, se_mc = _simulate(1.0, 0.8)
+v_th = _check_var(0.7, 0.8)
+v_mc, se_mc = _simulate(0.7, 0.8)
 expect(abs(v_th - v_mc) < 4 * se_mc, f"20 000 simulated chains have variance {v_mc:.4f} ± {se_mc:.4f}, but "
-       f"stationary_variance(1, 0.8) = {v_th:.4f}")
+       f"stationary_variance(0.7, 0.8) = {v_th:.4f}")
 def _expect_value_error(s, eta):
     try:
         value = stationary_variance(s, eta)
@@ -234,11 +236,12 @@ def _expect_value_error(s, eta):
 
 
 _expect_value_error(1.0, 4.5)
-passed(f"v = {v_th:.4f} for s = 1, eta = 0.8; 20 000 chains give {v_mc:.4f} ± {se_mc:.4f}; diverging chain rejected")
+_expect_value_error(0.5, 1.0)  # the boundary eta = 4 s^2 diverges too
+passed(f"v = {v_th:.4f} for s = 0.7, eta = 0.8; 20 000 chains give {v_mc:.4f} ± {se_mc:.4f}; diverging chains rejected")
 ### BEGIN HIDDEN TESTS
 _ = _check_var(2.0, 0.5)
 _ = _check_var(0.3, 0.3)
-_expect_value_error(0.5, 1.0)
+_expect_value_error(0.3, 0.36)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}

@@ -81,6 +81,18 @@ def stationary_variance(s, eta):
 def stationary_variance(s, eta):
     return s**2 / abs(1 - eta / (4 * s**2))
 '''),
+    dict(task="task3", name="s used as the variance (the sigma vs sigma^2 slip)", says="used it as the variance", code='''
+def stationary_variance(s, eta):
+    if eta >= 4 * s:
+        raise ValueError("the chain diverges")
+    return s / (1 - eta / (4 * s))
+'''),
+    dict(task="task3", name="a strict > at the boundary eta = 4 s^2", says="raise a ValueError", code='''
+def stationary_variance(s, eta):
+    if eta > 4 * s**2:
+        raise ValueError("the chain diverges")
+    return s**2 / (1 - eta / (4 * s**2))
+'''),
     # --- task 4: the DSM loss ---
     dict(task="task4", name="DSM target with the wrong sign (+ eps/sigma as target)", says="wrong sign", code='''
 def dsm_loss(score, x, sigma, eps):
