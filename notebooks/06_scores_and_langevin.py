@@ -11,7 +11,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # 06 · Scores, Langevin dynamics and denoising score matching
 #

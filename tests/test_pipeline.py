@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils.course.pipeline import Course, build, check, secret_lines
+from course_utils.course.pipeline import Course, build, check, notebook_text, secret_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 HW = "hw01_change_of_variables"
@@ -93,3 +93,12 @@ def test_grade_cells_have_points_and_stable_ids(course):
     graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
     assert sum(c.metadata.nbgrader["points"] for c in graded) == 12
     assert all(c.id == c.metadata.nbgrader["grade_id"] for c in graded)
+
+
+def test_no_lecture_or_homework_has_an_empty_code_cell(course):
+    """JupyterLab's run-all never numbers an empty code cell, so a student cannot tell it ran (and the browser test
+    fails); a stray blank line after a percent source's header makes one."""
+    for src in course.lecture_sources + course.homework_sources:
+        nb = nbformat.reads(notebook_text(src), as_version=4)
+        empty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and not c.source.strip()]
+        assert not empty, f"{src.name}: empty code cell(s) {empty}"
