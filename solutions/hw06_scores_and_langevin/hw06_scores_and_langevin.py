@@ -403,6 +403,9 @@ def _check_score_model(model, sigmas, seed):
     ratio = sum(r["distance"] for r in rs) / sum(r["floor"] for r in rs)
     expect(ratio < 3.0, f"annealed Langevin samples are {ratio:.2f}x the noise floor away from the data (need < 3); "
            f"score errors: {text}")
+    expect(isinstance(model, NoiseConditionalScoreNet) and any(p.requires_grad for p in model.parameters()),
+           f"train_score_model returned a {type(model).__name__}: it must return the NoiseConditionalScoreNet you trained, "
+           "not another function (a closed-form score is not a trained model)")
     return ratio, errors
 
 
