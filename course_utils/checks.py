@@ -6,15 +6,22 @@ with one clear message. In Jupyter the message is shown without a traceback.
 >>> z = call(student_fn, x, name="log_det_planar")            # doctest: +SKIP
 >>> expect_tensor(z, shape=(128,), name="log_det_planar(x)")   # doctest: +SKIP
 >>> expect_close(z, reference, atol=1e-5, name="log_det_planar(x)")  # doctest: +SKIP
+
+Hidden checks (the grader's, in ``### BEGIN HIDDEN TESTS`` blocks of a homework source) are functions of
+``student`` decorated with :func:`hidden_test`; see its docstring.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import math
+import sys
+
 import torch
 
-__all__ = ["CheckFailed", "call", "expect", "expect_tensor", "expect_close", "diagnose", "passed"]
+__all__ = ["CheckFailed", "call", "expect", "expect_tensor", "expect_close", "diagnose", "passed", "hidden_test",
+           "LocalStudent"]
 
 
 class CheckFailed(AssertionError):
@@ -40,7 +47,10 @@ def call(fn: Callable, *args: Any, name: str | None = None, **kwargs: Any) -> An
     except CheckFailed:
         raise
     except Exception as err:  # noqa: BLE001 - any student error becomes feedback
-        _fail(f"{label} raised {type(err).__name__}: {err}")
+        if getattr(err, "grading_failure", False):  # the grader lost the kernel: not the student's error message
+            raise
+        kind = getattr(err, "student_error_type", type(err).__name__)  # raised in the student's kernel (grading)
+        _fail(f"{label} raised {kind}: {getattr(err, 'student_error_message', err)}")
 
 
 def expect(condition: bool, message: str) -> None:
@@ -104,3 +114,55 @@ def diagnose(value: Any, wrong: dict[str, Any], atol: float = 1e-5, rtol: float 
 def passed(what: str) -> None:
     """Print a short confirmation after a check cell's assertions."""
     print(f"✓ {what}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# hidden checks: written once, run in the solution notebook and by the grader
+# ---------------------------------------------------------------------------------------------------------------
+_HIDDEN_REGISTRY: list | None = None  # the grader sets a list: hidden tests are collected, not run
+
+
+class LocalStudent:
+    """The notebook's own namespace as ``student``: what a hidden test sees when the solution notebook runs it.
+
+    The grader passes a :class:`course_utils.course.rpc.Remote` instead, with the same methods, whose calls go
+    into the student's sandboxed kernel and come back as data."""
+
+    def __init__(self, namespace: dict):
+        self._ns = namespace
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._ns:
+            raise NameError(f"name {name!r} is not defined in your notebook (did you rename it or skip its cell?)")
+        return self._ns[name]
+
+    def value(self, ref: Any) -> Any:
+        """The value behind ``ref`` (with the grader, an attribute or global fetched from the kernel)."""
+        return ref
+
+    def type_name(self, obj: Any) -> str:
+        """``module.QualName`` of a student's object."""
+        return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+    def code(self, source: str, **env: Any) -> Callable:
+        """A small function such as ``"lambda x: x @ A.T"`` with data ``env`` bound (with the grader, the kernel
+        builds it, so it can be passed to the student's functions)."""
+        return eval(source, {"torch": torch, "math": math, **env})  # noqa: S307 - the homework author's own source
+
+
+def hidden_test(fn: Callable) -> Callable:
+    """Declare a hidden check: ``fn(student)`` calls the student's functions as ``student.name(...)`` on inputs it
+    makes itself from explicit seeds, and fails with :class:`CheckFailed` (the ``expect_*`` helpers).
+
+    In a notebook it runs at once on the notebook's own names (so the solution notebook proves it passes). When
+    ``course grade`` grades, it never enters the student's kernel: the grader runs it in its own clean process, where
+    ``student.name(...)`` sends the arguments into the sandboxed kernel and gets the results back as data; the task's
+    points are earned only when it passes there. Put it inside ``### BEGIN HIDDEN TESTS`` of the task's check cell;
+    it may use the names of the setup cell and of other locked cells that call no student code."""
+    if _HIDDEN_REGISTRY is not None:
+        _HIDDEN_REGISTRY.append(fn)
+        return fn
+    fn(LocalStudent(sys._getframe(1).f_globals))
+    return fn

@@ -218,6 +218,17 @@ def check(course: Course) -> list[str]:
         if d.is_dir() and d.name not in known:
             problems.append(f"exercises/{d.name} has no source solutions/{d.name}/{d.name}.py")
 
+    # every autograded task is scored by a hidden test that the grader runs outside the student's kernel
+    for src in course.homework_sources:
+        nb = _notebook_from_source(src)
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("grade") and not meta.get("solution"):
+                hidden = cell.source.split("### BEGIN HIDDEN TESTS", 1)[1] if "### BEGIN HIDDEN TESTS" in cell.source else ""
+                if "@hidden_test" not in hidden:
+                    problems.append(f"{src.relative_to(course.root)}: the check cell {meta.get('grade_id')} has no "
+                                    "@hidden_test in its hidden tests; `course grade` scores a task only by its hidden test")
+
     # nothing secret may reach the student version
     for src in course.homework_sources:
         secrets = secret_lines(src)

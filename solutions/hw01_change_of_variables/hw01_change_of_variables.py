@@ -41,7 +41,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
+from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, hidden_test, passed
 from course_utils.flows import ElementwiseAffine, Flow, SinhArcsinh, jacobian_log_det
 from course_utils.training import fit
 
@@ -90,17 +90,21 @@ expect_tensor(out, shape=(8,), name="planar_log_det(x, u, w, b)")
 expect_close(out, jacobian_log_det(lambda v: _planar(v, u, w, b), x), atol=1e-4, name="planar_log_det(x, u, w, b)")
 passed("planar_log_det agrees with the autograd Jacobian")
 ### BEGIN HIDDEN TESTS
-g = torch.Generator().manual_seed(101)
-for D in (1, 3, 5):
-    x = torch.randn(16, D, generator=g, dtype=torch.float64)
-    u, w = torch.randn(D, generator=g, dtype=torch.float64), torch.randn(D, generator=g, dtype=torch.float64)
-    u = u - (u @ w + 0.9) * w / (w @ w) * (torch.rand(1, generator=g).item() > 0.5)  # sometimes u.w = -0.9
-    b = torch.randn((), generator=g, dtype=torch.float64)
-    out = call(planar_log_det, x, u, w, b)
-    expect_tensor(out, shape=(16,), name=f"planar_log_det in D={D}")
-    expect_close(out, jacobian_log_det(lambda v: _planar(v, u, w, b), x), atol=1e-6,
-                 name=f"planar_log_det in D={D}")
+@hidden_test
+def _(student):
+    g = torch.Generator().manual_seed(101)
+    for D in (1, 3, 5):
+        x = torch.randn(16, D, generator=g, dtype=torch.float64)
+        u, w = torch.randn(D, generator=g, dtype=torch.float64), torch.randn(D, generator=g, dtype=torch.float64)
+        u = u - (u @ w + 0.9) * w / (w @ w) * (D != 3)  # u.w = -0.9: the determinant changes sign near w.x + b = 0
+        b = torch.randn((), generator=g, dtype=torch.float64)
+        x[:4] = x[:4] * 0.05 - b * w / (w @ w)          # four points near w.x + b = 0
+        out = call(student.planar_log_det, x, u, w, b, name="planar_log_det")
+        expect_tensor(out, shape=(16,), name=f"planar_log_det in D={D}")
+        expect_close(out, jacobian_log_det(lambda v: v + u * torch.tanh(v @ w + b), x), atol=1e-6,
+                     name=f"planar_log_det in D={D}")
 ### END HIDDEN TESTS
+
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Task 2 — a density by change of variables (2 points)
@@ -143,11 +147,16 @@ expect(abs(mean - math.exp(0.5 + 0.6**2 / 2)) < 1e-3, f"E[Y] should be exp(mu + 
        f"density gives {mean:.4f}: check its spread")
 passed(f"the density integrates to {total:.5f}, with median exp(mu) and mean exp(mu + sigma^2/2)")
 ### BEGIN HIDDEN TESTS
-for mu, sigma in ((0.0, 1.0), (-1.0, 0.3), (2.0, 1.7)):
-    y = torch.exp(mu + sigma * torch.linspace(-4, 4, 101, dtype=torch.float64))
-    expect_close(call(lognormal_log_prob, y, mu, sigma), torch.distributions.LogNormal(torch.tensor(mu, dtype=torch.float64), torch.tensor(sigma, dtype=torch.float64)).log_prob(y),
-                 atol=1e-8, rtol=1e-8, name=f"lognormal_log_prob(y, {mu}, {sigma})")
+@hidden_test
+def _(student):
+    for mu, sigma in ((0.0, 1.0), (-1.0, 0.3), (2.0, 1.7)):
+        y = torch.exp(mu + sigma * torch.linspace(-4, 4, 101, dtype=torch.float64))
+        reference = torch.distributions.LogNormal(torch.tensor(mu, dtype=torch.float64),
+                                                  torch.tensor(sigma, dtype=torch.float64)).log_prob(y)
+        expect_close(call(student.lognormal_log_prob, y, mu, sigma, name="lognormal_log_prob"), reference,
+                     atol=1e-8, rtol=1e-8, name=f"lognormal_log_prob(y, {mu}, {sigma})")
 ### END HIDDEN TESTS
+
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Task 3 — a flow layer with its inverse (3 points)
@@ -212,18 +221,26 @@ expect_close(ld_inv, jacobian_log_det(lambda v: layer.inverse(v[None])[0][0], z)
              name="inverse log_det (against the autograd Jacobian)")
 passed("forward is the leaky ReLU, the round trip is the identity, and both log-dets equal the autograd Jacobian's")
 ### BEGIN HIDDEN TESTS
-for alpha in (0.2, 3.0):
-    layer = call(LeakyReLUFlow, alpha, name=f"LeakyReLUFlow({alpha})")
-    x = torch.randn(32, 4, dtype=torch.float64)
-    z, ld = call(layer.forward, x, name="LeakyReLUFlow.forward")
-    expect_close(z, torch.where(x < 0, alpha * x, x), atol=1e-12, name=f"forward(x) with alpha={alpha}")
-    expect_close(ld, jacobian_log_det(lambda v: layer.forward(v[None])[0][0], x), atol=1e-8,
-                 name=f"forward log_det with alpha={alpha}")
-    x_back, ld_inv = call(layer.inverse, z, name="LeakyReLUFlow.inverse")
-    expect_close(x_back, x, atol=1e-10, name=f"round trip with alpha={alpha}")
-    expect_close(ld_inv, jacobian_log_det(lambda v: layer.inverse(v[None])[0][0], z), atol=1e-8,
-                 name=f"inverse log_det with alpha={alpha}")
+@hidden_test
+def _(student):
+    g = torch.Generator().manual_seed(103)
+    for alpha in (0.2, 3.0):
+        layer = call(student.LeakyReLUFlow, alpha, name=f"LeakyReLUFlow({alpha})")
+        x = torch.randn(32, 4, generator=g, dtype=torch.float64)
+        fwd = call(layer.forward, x, name="LeakyReLUFlow.forward")
+        expect(isinstance(fwd, tuple) and len(fwd) == 2, "forward(x) should return a pair (z, log_det)")
+        z, ld = fwd
+        negative = (x < 0).double().sum(-1)
+        expect_close(z, torch.where(x < 0, alpha * x, x), atol=1e-12, name=f"forward(x) with alpha={alpha}")
+        # the Jacobian is diagonal, alpha where x < 0 and 1 elsewhere
+        expect_close(ld, negative * math.log(alpha), atol=1e-8, name=f"forward log_det with alpha={alpha}")
+        inv = call(layer.inverse, z, name="LeakyReLUFlow.inverse")
+        expect(isinstance(inv, tuple) and len(inv) == 2, "inverse(z) should return a pair (x, log_det)")
+        x_back, ld_inv = inv
+        expect_close(x_back, x, atol=1e-10, name=f"round trip with alpha={alpha}")
+        expect_close(ld_inv, -negative * math.log(alpha), atol=1e-8, name=f"inverse log_det with alpha={alpha}")
 ### END HIDDEN TESTS
+
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Task 4 — maximum likelihood (3 points)
@@ -284,11 +301,18 @@ expect(gap < 0.03, f"the KL gap should be below 0.03 nats, but it is {gap:.4f}: 
        "rate, and use a flow that can skew (an affine flow alone is Gaussian)")
 passed(f"KL gap {gap:.4f} < 0.03 nats")
 ### BEGIN HIDDEN TESTS
-_, x_fresh, log_p_fresh = _make_data(7)
-with torch.no_grad():
-    kl = (log_p_fresh - call(model.log_prob, x_fresh, name="model.log_prob")).mean().item()
-expect(math.isfinite(kl) and kl < 0.04, f"on fresh data from the target, KL(p||q) should be below 0.04 nats, got {kl:.4f}")
+@hidden_test
+def _(student):
+    _, x_fresh, log_p_fresh = _make_data(7)
+    model = student.model  # the model the check above trained with the student's fit_flow
+    lp = call(model.log_prob, x_fresh, name="model.log_prob")
+    expect_tensor(lp, shape=(len(x_fresh),), name="model.log_prob(x)")
+    expect((lp - log_p_fresh).abs().max().item() > 1e-5,
+           "fit_flow returned the true target density itself, not a model fitted to x_train")
+    kl = (log_p_fresh - lp).mean().item()
+    expect(math.isfinite(kl) and kl < 0.04, f"on fresh data from the target, KL(p||q) should be below 0.04 nats, got {kl:.4f}")
 ### END HIDDEN TESTS
+
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task5_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Task 5 — written (2 points, graded by hand)

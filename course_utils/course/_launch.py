@@ -1,0 +1,38 @@
+"""Start a command with the grading sandbox's limits: run as ``python -I _launch.py SPEC_JSON``.
+
+It sets the resource limits, joins the control groups, then replaces itself with the command (bubblewrap, which
+starts the student's kernel). It is a script, not a module of the package, so that it starts in milliseconds
+without importing torch; it uses the standard library only.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+
+_RLIMITS = {"as": resource.RLIMIT_AS, "nproc": resource.RLIMIT_NPROC, "fsize": resource.RLIMIT_FSIZE,
+            "nofile": resource.RLIMIT_NOFILE, "core": resource.RLIMIT_CORE}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    for name, value in spec.get("rlimits", {}).items():
+        soft, hard = resource.getrlimit(_RLIMITS[name])
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(_RLIMITS[name], (value, value))
+    for procs in spec.get("cgroups", []):
+        with open(procs, "w") as fh:
+            fh.write(str(os.getpid()))
+    try:  # if the grader's process dies, so does the box (PR_SET_PDEATHSIG survives the exec)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        pass
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file-size limit fails; it does not kill
+    os.chdir(spec.get("cwd", "/"))
+    os.execvp(spec["argv"][0], spec["argv"])
+
+
+if __name__ == "__main__":
+    main()
