@@ -70,6 +70,7 @@ STATUSES = ("graded", "cells restored", "timeout", "output too large", "out of m
             "grader error")
 _ID_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 _JUNK = {".ipynb_checkpoints", "__pycache__"}
+_MAX_NOTEBOOK_MB = 50
 
 
 @dataclass
@@ -364,14 +365,16 @@ def grade(course: Course, assignment: str, submissions: Path, out: Path | None =
     points = {m["grade_id"]: float(m.get("points", 0)) for m in grade_cells}
     max_auto = sum(v for t, v in points.items() if t not in manual)
 
-    entries = discover(submissions.resolve(), name)
+    submissions = submissions.resolve()
+    entries = discover(submissions, name)
     if shard is not None:
         i, n = shard
         entries = [e for k, e in enumerate(entries) if k % n == i - 1]
         (out / "shard.json").write_text(json.dumps({"shard": i, "of": n, "students": [e.student for e in entries]}))
-    rows: dict[str, GradeRow] = {}
+    rows: dict[int, GradeRow] = {}  # by position in the folder: two entries may claim one id (both `duplicate`)
     recorded: set[str] = set()
-    order = [e.student for e in entries]
+    order = list(range(len(entries)))
+    index = {e.student: k for k, e in enumerate(entries) if e.status is None}
     table_args = (task_ids, manual, max_auto, isolation.summary)
 
     def flush() -> None:
@@ -389,19 +392,21 @@ def grade(course: Course, assignment: str, submissions: Path, out: Path | None =
             warnings.simplefilter("ignore")
             gb.update_or_create_student(student)
 
-    for e in entries:
+    for k, e in enumerate(entries):
         if e.status is not None:
-            rows[e.student] = GradeRow(e.student, e.status, {t: None for t in task_ids}, None, e.detail)
-            if e.status in ("no notebook", "several notebooks"):
+            rows[k] = GradeRow(e.student, e.status, {t: None for t in task_ids}, None, e.detail)
+            if e.status in ("no notebook", "several notebooks") and (submissions / e.student).is_dir():
                 known_student(e.student)
             continue
         digest = _sha256(e.path)
         try:
+            if e.path.stat().st_size > _MAX_NOTEBOOK_MB * 2**20:
+                raise ValueError(f"the file is larger than {_MAX_NOTEBOOK_MB} MB")
             nbformat.validate(nbformat.reads(e.path.read_text(encoding="utf-8"), as_version=4))
         except Exception as err:  # noqa: BLE001 - any unreadable file is a row
             first = str(err).splitlines()[0][:200] if str(err) else ""
-            rows[e.student] = GradeRow(e.student, "invalid notebook", {t: None for t in task_ids}, None,
-                                       f"{type(err).__name__}: {first}")
+            rows[index[e.student]] = GradeRow(e.student, "invalid notebook", {t: None for t in task_ids}, None,
+                                              f"{type(err).__name__}: {first}")
             known_student(e.student)
             continue
         staged = root / "submitted" / e.student / name / f"{name}.ipynb"
@@ -447,7 +452,7 @@ def grade(course: Course, assignment: str, submissions: Path, out: Path | None =
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(graded_nb, dest)
         (out / "work" / e.student / "messages.json").write_text(json.dumps(failed, indent=1))
-        rows[e.student] = row
+        rows[index[e.student]] = row
         flush()
         log(f"{e.student}: {row.status}" + (f", autograded total {row.total:g}" if row.total is not None else "")
             + (f" ({row.detail})" if row.detail else "") + f" [{row.seconds:.1f} s]")
@@ -469,12 +474,12 @@ def grade(course: Course, assignment: str, submissions: Path, out: Path | None =
 
     # ---- integrity before the CSV --------------------------------------------------------------------------------
     for student, (orig, digest, staged) in originals.items():
-        if student not in rows:
+        if index[student] not in rows:
             continue
         if not orig.exists() or _sha256(orig) != digest:
-            _flag(rows[student], "the submitted file changed while the batch was graded")
+            _flag(rows[index[student]], "the submitted file changed while the batch was graded")
         if not staged.exists() or _sha256(staged) != digest:
-            _flag(rows[student], "the staged copy differs from the submitted file")
+            _flag(rows[index[student]], "the staged copy differs from the submitted file")
     _integrity(db_path, name, [rows[s] for s in order if s in rows], manual, recorded)
     flush()
     table = _csv_rows([rows[s] for s in order], *table_args)

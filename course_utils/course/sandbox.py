@@ -68,11 +68,16 @@ class Isolation:
         return asdict(self)
 
 
+def _bwrap() -> str | None:
+    """The bubblewrap executable (``$COURSE_BWRAP`` names another one, e.g. to test the refusal without it)."""
+    return shutil.which(os.environ.get("COURSE_BWRAP", "bwrap"))
+
+
 def _bwrap_works() -> str | None:
     """None if bubblewrap can make a box here, else why not."""
     if not sys.platform.startswith("linux"):
         return f"bubblewrap needs Linux; this is {sys.platform}"
-    exe = shutil.which("bwrap")
+    exe = _bwrap()
     if not exe:
         return "bubblewrap is not installed (Debian/Ubuntu: `sudo apt-get install bubblewrap`)"
     try:
@@ -203,7 +208,7 @@ class Sandbox:
             (etc / "passwd").write_text(f"student:x:1000:1000:student:{self.HOME}:/bin/sh\n")
             (etc / "group").write_text("student:x:1000:\n")
             (etc / "hosts").write_text("127.0.0.1 localhost\n")
-            inner = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            inner = [_bwrap() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                      "--uid", "1000", "--gid", "1000", "--hostname", "sandbox"]
             for p in _SYSTEM:
                 if os.path.lexists(p):
