@@ -39,7 +39,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
+from course_utils.checks import LocalStudent, call, diagnose, expect, expect_close, expect_tensor, hidden_test, passed
 from course_utils.data import toy
 from course_utils.metrics import relative_to_noise_floor, sliced_wasserstein
 from course_utils.score import NoiseConditionalScoreNet, annealed_langevin, geometric_sigmas, ncsn_loss
@@ -83,8 +83,9 @@ def mixture_score(x, means, std, weights):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-def _check_mixture(seed, N, K, D, std, what):
+# %% nbgrader={"grade": false, "grade_id": "task1_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_mixture(fn, seed, N, K, D, std, what):
+    """Check fn = mixture_score on a seeded mixture against autograd of torch.distributions' log_prob."""
     g = torch.Generator().manual_seed(seed)
     means = 3 * torch.randn(K, D, generator=g, dtype=f64)
     w = torch.rand(K, generator=g, dtype=f64) + 0.2
@@ -94,7 +95,7 @@ def _check_mixture(seed, N, K, D, std, what):
     q = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(probs=w), comp)
     xg = x.clone().requires_grad_(True)
     ref, = torch.autograd.grad(q.log_prob(xg).sum(), xg)
-    out = call(mixture_score, x.clone(), means.clone(), std, w.clone())
+    out = call(fn, x.clone(), means.clone(), std, w.clone(), name="mixture_score")
     expect_tensor(out, shape=(N, D), name=f"mixture_score for {what}")
     diff = means[None] - x[:, None]                                              # [N, K, D]
     log_n = -0.5 * diff.pow(2).sum(-1) / std**2
@@ -113,19 +114,30 @@ def _check_mixture(seed, N, K, D, std, what):
     return out
 
 
-_check_mixture(0, 50, 3, 2, 0.7, "3 components in 2-D")
-far = torch.tensor([[40.0, -35.0], [-60.0, 0.0]], dtype=f64)
-out_far = call(mixture_score, far, torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=f64), 0.5, torch.tensor([0.5, 0.5], dtype=f64))
-expect(isinstance(out_far, torch.Tensor) and not torch.isnan(out_far).any(),
-       "mixture_score gives NaN far from the means: exp(-|x - mu|^2 / 2s^2) underflows to 0 and 0/0 = NaN; compute the "
-       "responsibilities with torch.softmax of the log terms")
-r_far = torch.softmax(-0.5 * ((torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=f64)[None] - far[:, None]) ** 2).sum(-1) / 0.25, 1)
-ref_far = (r_far[..., None] * (torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=f64)[None] - far[:, None])).sum(1) / 0.25
-expect_close(out_far, ref_far, atol=1e-6, rtol=1e-8, name="mixture_score far from the means")
+def _check_far(fn, far, means, std, weights):
+    """Points far from every mean: exp(-|x - mu|^2 / 2s^2) underflows, so only the log-domain softmax survives."""
+    out = call(fn, far.clone(), means.clone(), std, weights.clone(), name="mixture_score")
+    expect(isinstance(out, torch.Tensor) and not torch.isnan(out).any(),
+           "mixture_score gives NaN far from the means: exp(-|x - mu|^2 / 2s^2) underflows to 0 and 0/0 = NaN; compute the "
+           "responsibilities with torch.softmax of the log terms")
+    diff = means[None] - far[:, None]                                            # [N, K, D]
+    r = torch.softmax(weights.log()[None] - 0.5 * diff.pow(2).sum(-1) / std**2, 1)
+    expect_close(out, (r[..., None] * diff).sum(1) / std**2, atol=1e-6, rtol=1e-8, name="mixture_score far from the means")
+
+
+# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+_check_mixture(mixture_score, 0, 50, 3, 2, 0.7, "3 components in 2-D")
+_check_far(mixture_score, torch.tensor([[40.0, -35.0], [-60.0, 0.0]], dtype=f64),
+           torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=f64), 0.5, torch.tensor([0.5, 0.5], dtype=f64))
 passed("the mixture score agrees with autograd of log q, also far from the means")
 ### BEGIN HIDDEN TESTS
-_ = _check_mixture(1, 7, 5, 3, 1.3, "5 components in 3-D")
-_ = _check_mixture(2, 200, 2, 1, 0.3, "2 components in 1-D")
+@hidden_test
+def _(student):
+    _check_mixture(student.mixture_score, 1, 7, 5, 3, 1.3, "5 components in 3-D")
+    _check_mixture(student.mixture_score, 2, 200, 2, 1, 0.3, "2 components in 1-D")
+    far = torch.tensor([[-50.0, 20.0, 30.0], [0.0, 80.0, -1.0], [25.0, 25.0, 25.0]], dtype=f64)
+    means = torch.tensor([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5], [-1.0, 1.0, 3.0]], dtype=f64)
+    _check_far(student.mixture_score, far, means, 0.4, torch.tensor([0.2, 0.3, 0.5], dtype=f64))   # unequal weights
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -144,17 +156,22 @@ def langevin_step(x, score, eta, noise):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-def _check_step(seed, shape, eta, var):
+# %% nbgrader={"grade": false, "grade_id": "task2_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# calls fn = langevin_step and reports whether x is unchanged afterwards (with the grader this runs in your kernel)
+_STEP_PROBE = "lambda f, x, score, eta, noise: (lambda x0: (f(x, score, eta, noise), torch.equal(x, x0)))(x.clone())"
+
+
+def _check_step(fn, seed, shape, eta, var, student=None):
+    """Check fn = langevin_step against x + (eta/2) s(x) + sqrt(eta) noise, for the score of N(centre, var I)."""
+    student = student or LocalStudent({})
     g = torch.Generator().manual_seed(seed)
     x, noise = torch.randn(*shape, generator=g, dtype=f64), torch.randn(*shape, generator=g, dtype=f64)
     centre = torch.randn(shape[-1], generator=g, dtype=f64)
-    score = lambda y: -(y - centre) / var                      # the score of N(centre, var I)
-    x_before = x.clone()
-    out = call(langevin_step, x, score, eta, noise.clone())
+    score = student.code("lambda y: -(y - centre) / var", centre=centre, var=var)   # the score of N(centre, var I)
+    out, unchanged = call(student.code(_STEP_PROBE), fn, x.clone(), score, eta, noise.clone(), name="langevin_step")
     expect_tensor(out, shape=shape, name=f"langevin_step(x {list(shape)}, ...)")
-    expect(torch.equal(x, x_before), "langevin_step changed x in place: return a new tensor")
-    s = score(x)
+    expect(unchanged, "langevin_step changed x in place: return a new tensor")
+    s = -(x - centre) / var
     what = f"langevin_step with eta = {eta}"
     diagnose(out, {
         f"{what}: the noise is scaled by eta; it should be sqrt(eta) (its variance is eta)": x + 0.5 * eta * s + eta * noise,
@@ -168,11 +185,14 @@ def _check_step(seed, shape, eta, var):
     expect_close(out, x + 0.5 * eta * s + math.sqrt(eta) * noise, atol=1e-9, rtol=1e-9, name=what)
 
 
-_check_step(0, (64, 2), 0.3, 2.0)
+# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+_check_step(langevin_step, 0, (64, 2), 0.3, 2.0)
 passed("x + (eta/2) s(x) + sqrt(eta) eps")
 ### BEGIN HIDDEN TESTS
-_check_step(1, (5, 3), 2.5, 0.7)
-_check_step(2, (100, 1), 0.01, 4.0)
+@hidden_test
+def _(student):
+    _check_step(student.langevin_step, 1, (5, 3), 2.5, 0.7, student=student)
+    _check_step(student.langevin_step, 2, (100, 1), 0.01, 4.0, student=student)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -193,7 +213,7 @@ def stationary_variance(s, eta):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "task3_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
 def _simulate(s, eta, chains=20_000, steps=300, seed=0):
     """Empirical variance of `chains` Langevin chains on N(0, s^2) after `steps` steps, and its standard error."""
     g = torch.Generator().manual_seed(seed)
@@ -204,8 +224,9 @@ def _simulate(s, eta, chains=20_000, steps=300, seed=0):
     return v, v * math.sqrt(2 / (chains - 1))
 
 
-def _check_var(s, eta):
-    v = _as_float(call(stationary_variance, s, eta), f"stationary_variance({s}, {eta})")
+def _check_var(fn, s, eta):
+    """Check fn = stationary_variance against the closed form s^2 / (1 - eta / (4 s^2)); return its value."""
+    v = _as_float(call(fn, s, eta, name="stationary_variance"), f"stationary_variance({s}, {eta})")
     ref = s**2 / (1 - eta / (4 * s**2))
     what = f"stationary_variance({s}, {eta}) = {v:.6g}"
     diagnose(v, {
@@ -221,27 +242,43 @@ def _check_var(s, eta):
     return v
 
 
-v_th = _check_var(0.7, 0.8)
-v_mc, se_mc = _simulate(0.7, 0.8)
-expect(abs(v_th - v_mc) < 4 * se_mc, f"20 000 simulated chains have variance {v_mc:.4f} ± {se_mc:.4f}, but "
-       f"stationary_variance(0.7, 0.8) = {v_th:.4f}")
-def _expect_value_error(s, eta):
+def _check_var_mc(fn, s, eta, seed):
+    """fn(s, eta) within 4 standard errors of the variance of 20 000 simulated chains; return both."""
+    v_th = _check_var(fn, s, eta)
+    v_mc, se_mc = _simulate(s, eta, seed=seed)
+    expect(abs(v_th - v_mc) < 4 * se_mc, f"20 000 simulated chains have variance {v_mc:.4f} ± {se_mc:.4f}, but "
+           f"stationary_variance({s}, {eta}) = {v_th:.4f}")
+    return v_th, v_mc, se_mc
+
+
+def _expect_value_error(fn, s, eta):
+    """fn = stationary_variance must raise a ValueError for a diverging chain (eta >= 4 s^2)."""
     try:
-        value = stationary_variance(s, eta)
-    except ValueError:
-        return
+        value = fn(s, eta)
     except Exception as err:  # noqa: BLE001 - any other error becomes feedback
-        expect(False, f"stationary_variance({s}, {eta}) should raise a ValueError (the chain diverges), got {type(err).__name__}: {err}")
+        if getattr(err, "grading_failure", False):
+            raise
+        kind = getattr(err, "student_error_type", type(err).__name__)  # raised in the student's kernel (grading)
+        if isinstance(err, ValueError) or kind == "ValueError":
+            return
+        expect(False, f"stationary_variance({s}, {eta}) should raise a ValueError (the chain diverges), got {kind}: "
+               f"{getattr(err, 'student_error_message', err)}")
     expect(False, f"stationary_variance({s}, {eta}) returned {value!r}, but the chain diverges for eta >= 4 s^2: raise a ValueError")
 
 
-_expect_value_error(1.0, 4.5)
-_expect_value_error(0.5, 1.0)  # the boundary eta = 4 s^2 diverges too
+# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+v_th, v_mc, se_mc = _check_var_mc(stationary_variance, 0.7, 0.8, seed=0)
+_expect_value_error(stationary_variance, 1.0, 4.5)
+_expect_value_error(stationary_variance, 0.5, 1.0)  # the boundary eta = 4 s^2 diverges too
 passed(f"v = {v_th:.4f} for s = 0.7, eta = 0.8; 20 000 chains give {v_mc:.4f} ± {se_mc:.4f}; diverging chains rejected")
 ### BEGIN HIDDEN TESTS
-_ = _check_var(2.0, 0.5)
-_ = _check_var(0.3, 0.3)
-_expect_value_error(0.3, 0.36)
+@hidden_test
+def _(student):
+    _check_var(student.stationary_variance, 2.0, 0.5)
+    _check_var_mc(student.stationary_variance, 0.3, 0.3, seed=3)
+    _check_var(student.stationary_variance, 1.5, 8.5)  # near the boundary, where a = 1 - eta / (2 s^2) is close to -1
+    _expect_value_error(student.stationary_variance, 0.3, 0.36)  # the boundary eta = 4 s^2
+    _expect_value_error(student.stationary_variance, 2.0, 50.0)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -261,18 +298,26 @@ def dsm_loss(score, x, sigma, eps):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-def _check_dsm(seed, B, D, sigma):
+# %% nbgrader={"grade": false, "grade_id": "task4_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# calls fn = dsm_loss with the linear score y -> y W^T + c (W, c trainable) and returns the loss and its gradients with
+# respect to (W, c), or None when the loss has no graph (with the grader this runs in your kernel)
+_DSM_PROBE = """lambda f, x, sigma, eps, W0, c0: (lambda W, c: (lambda loss: (
+    loss.detach() if isinstance(loss, torch.Tensor) else loss,
+    list(torch.autograd.grad(loss, (W, c), allow_unused=True))
+    if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1 else None,
+))(f(lambda y: y @ W.T + c, x, sigma, eps)))(W0.clone().requires_grad_(True), c0.clone().requires_grad_(True))"""
+
+
+def _check_dsm(fn, seed, B, D, sigma, student=None):
+    """Check fn = dsm_loss for a linear score s(y) = W y + c: the value, and its gradients against the closed form."""
+    student = student or LocalStudent({})
     g = torch.Generator().manual_seed(seed)
     x, eps = 2 * torch.randn(B, D, generator=g, dtype=f64), torch.randn(B, D, generator=g, dtype=f64)
-    lin = torch.nn.Linear(D, D).double()
-    with torch.no_grad():
-        lin.weight.copy_(torch.randn(D, D, generator=g, dtype=f64) / D)
-        lin.bias.copy_(torch.randn(D, generator=g, dtype=f64))
-    loss = call(dsm_loss, lin, x.clone(), sigma, eps.clone())
+    W, c = torch.randn(D, D, generator=g, dtype=f64) / D, torch.randn(D, generator=g, dtype=f64)
+    loss, grads = call(student.code(_DSM_PROBE), fn, x.clone(), sigma, eps.clone(), W, c, name="dsm_loss")
     expect_tensor(loss, shape=(), name=f"dsm_loss (B = {B}, D = {D}, sigma = {sigma})")
-    with torch.no_grad():
-        out = lin(x + sigma * eps)
+    x_noisy = x + sigma * eps
+    out = x_noisy @ W.T + c
     per = lambda t: t.pow(2).sum(1).mean()
     ref = per(out + eps / sigma)
     what = f"dsm_loss with sigma = {sigma}"
@@ -286,20 +331,26 @@ def _check_dsm(seed, B, D, sigma):
             (out + eps / sigma).pow(2).mean(),
         f"{what} has a factor 1/2: return the loss without it": 0.5 * ref,
         f"{what} is weighted by sigma^2: return it without the weight": sigma**2 * ref,
-        f"{what}: the score is evaluated at the clean x; evaluate it at x + sigma eps": per(lin(x).detach() + eps / sigma),
+        f"{what}: the score is evaluated at the clean x; evaluate it at x + sigma eps": per(x @ W.T + c + eps / sigma),
     }, atol=1e-9, rtol=1e-9)
     expect_close(loss, ref.item(), atol=1e-9, rtol=1e-9, name=what)
-    expect(loss.requires_grad, "dsm_loss has no graph to the model's parameters: do not detach or call .item()")
-    gw, = torch.autograd.grad(loss, lin.weight)
-    expect(gw.abs().sum() > 0, "dsm_loss sends no gradient to the model")
+    expect(grads is not None, "dsm_loss has no graph to the model's parameters: do not detach or call .item()")
+    gw, gc = grads
+    expect(gw is not None and gc is not None and bool(gw.abs().sum() > 0), "dsm_loss sends no gradient to the model")
+    r = out + eps / sigma                          # dL/dW = (2/B) sum_i r_i x_noisy_i^T, dL/dc = (2/B) sum_i r_i
+    expect_close(gw, 2 * r.T @ x_noisy / B, atol=1e-9, rtol=1e-7, name=f"the gradient of {what} with respect to W")
+    expect_close(gc, 2 * r.mean(0), atol=1e-9, rtol=1e-7, name=f"the gradient of {what} with respect to c")
     return loss.item()
 
 
-l1 = _check_dsm(0, 128, 3, 0.5)
+# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+l1 = _check_dsm(dsm_loss, 0, 128, 3, 0.5)
 passed(f"L = {l1:.4f}: target -eps/sigma, summed over dimensions, averaged over the batch, with a graph")
 ### BEGIN HIDDEN TESTS
-_ = _check_dsm(1, 7, 2, 2.0)
-_ = _check_dsm(2, 300, 5, 0.1)
+@hidden_test
+def _(student):
+    _check_dsm(student.dsm_loss, 1, 7, 2, 2.0, student=student)
+    _check_dsm(student.dsm_loss, 2, 300, 5, 0.1, student=student)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task5_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -317,17 +368,19 @@ def tweedie(x_noisy, score, sigma):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task5_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-def _check_tweedie(seed, N, D, sigma):
-    # data N(m, diag v): q_sigma = N(m, diag(v + sigma^2)), and E[x | x_sigma] = m + v / (v + sigma^2) (x_sigma - m)
+# %% nbgrader={"grade": false, "grade_id": "task5_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_tweedie(fn, seed, N, D, sigma, student=None):
+    """Check fn = tweedie on Gaussian data N(m, diag v), where the posterior mean is known in closed form."""
+    # q_sigma = N(m, diag(v + sigma^2)), and E[x | x_sigma] = m + v / (v + sigma^2) (x_sigma - m)
+    student = student or LocalStudent({})
     g = torch.Generator().manual_seed(seed)
     m, v = torch.randn(D, generator=g, dtype=f64), 0.2 + torch.rand(D, generator=g, dtype=f64)
     xn = m + (v + sigma**2).sqrt() * torch.randn(N, D, generator=g, dtype=f64)
-    score = lambda y: -(y - m) / (v + sigma**2)
-    out = call(tweedie, xn.clone(), score, sigma)
+    score = student.code("lambda y: -(y - m) / var", m=m, var=v + sigma**2)
+    out = call(fn, xn.clone(), score, sigma, name="tweedie")
     expect_tensor(out, shape=(N, D), name=f"tweedie(x_noisy [{N}, {D}], ...)")
     ref = m + v / (v + sigma**2) * (xn - m)
-    s = score(xn)
+    s = -(xn - m) / (v + sigma**2)
     what = f"tweedie with sigma = {sigma}"
     diagnose(out, {
         f"{what} uses sigma instead of sigma^2: E[x | x_sigma] = x_sigma + sigma^2 s(x_sigma)": xn + sigma * s,
@@ -338,11 +391,14 @@ def _check_tweedie(seed, N, D, sigma):
     expect_close(out, ref, atol=1e-9, rtol=1e-9, name=f"{what} (the exact posterior mean for Gaussian data)")
 
 
-_check_tweedie(0, 100, 2, 0.6)
+# %% nbgrader={"grade": true, "grade_id": "task5_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+_check_tweedie(tweedie, 0, 100, 2, 0.6)
 passed("Tweedie's denoiser gives the exact posterior mean on Gaussian data")
 ### BEGIN HIDDEN TESTS
-_check_tweedie(1, 9, 4, 1.7)
-_check_tweedie(2, 50, 1, 0.05)
+@hidden_test
+def _(student):
+    _check_tweedie(student.tweedie, 1, 9, 4, 1.7, student=student)
+    _check_tweedie(student.tweedie, 2, 50, 1, 0.05, student=student)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task6_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -372,9 +428,12 @@ def train_score_model(x, sigmas, steps):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task6_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "task6_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
 @torch.no_grad()
-def _check_score_model(model, sigmas, seed):
+def _check_score_model(model, sigmas, seed, student=None):
+    """Check a trained score model: its score against the exact score of q_sigma, and annealed Langevin samples
+    against fresh data (sliced W2 next to its noise floor); it must be the NoiseConditionalScoreNet that was trained."""
+    student = student or LocalStudent({})
     g = torch.Generator().manual_seed(seed)
     centers = eight.centers.double()
     errors = {}
@@ -394,6 +453,8 @@ def _check_score_model(model, sigmas, seed):
     text = ", ".join(f"{e:.2f} at sigma = {s:.3g}" for s, e in errors.items())
     expect(errors[worst] < 0.25, f"relative squared error of your score against the exact score of q_sigma: {text}; it should be "
            f"< 0.25 at these levels (an untrained network gives about 1): is the model trained, on every level, and does it see sigma?")
+    expect(min(errors.values()) > 1e-6, f"your model equals the exact score of q_sigma (relative squared errors {text}): "
+           "a closed-form score is not a trained model; return the NoiseConditionalScoreNet you trained")
     x0 = float(sigmas[0]) * torch.randn(2000, 2, generator=g)
     xs = annealed_langevin(lambda y, s: model(y, s), x0, sigmas, 50, 3e-4, generator=torch.Generator().manual_seed(seed + 1))
     expect(bool(torch.isfinite(xs).all()), "annealed Langevin with your model gives NaN or inf")
@@ -403,19 +464,27 @@ def _check_score_model(model, sigmas, seed):
     ratio = sum(r["distance"] for r in rs) / sum(r["floor"] for r in rs)
     expect(ratio < 3.0, f"annealed Langevin samples are {ratio:.2f}x the noise floor away from the data (need < 3); "
            f"score errors: {text}")
-    expect(isinstance(model, NoiseConditionalScoreNet) and any(p.requires_grad for p in model.parameters()),
-           f"train_score_model returned a {type(model).__name__}: it must return the NoiseConditionalScoreNet you trained, "
+    kind = student.type_name(model)
+    expect(kind == "course_utils.score.NoiseConditionalScoreNet"
+           and student.code("lambda m: any(p.requires_grad for p in m.parameters())")(model),
+           f"train_score_model returned a {kind.rsplit('.', 1)[-1]}: it must return the NoiseConditionalScoreNet you trained, "
            "not another function (a closed-form score is not a trained model)")
     return ratio, errors
 
 
 x_eight = eight.sample((20_000,), generator=torch.Generator().manual_seed(0)).float()
 ladder = geometric_sigmas(5.0, 0.02, 10)
+
+
+# %% nbgrader={"grade": true, "grade_id": "task6_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 score_model = call(train_score_model, x_eight, ladder, 1000)
 ratio6, errors6 = _check_score_model(score_model, ladder, 0)
 passed(f"sliced W2 within {ratio6:.2f}x its noise floor; score errors " + ", ".join(f"{e:.2f}" for e in errors6.values()))
 ### BEGIN HIDDEN TESTS
-_ = _check_score_model(score_model, ladder, 7)
+@hidden_test
+def _(student):
+    # the model the check above trained with the student's train_score_model, on fresh points, levels and chains
+    _check_score_model(student.score_model, ladder, 7, student=student)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task7_text", "locked": true, "schema_version": 3, "solution": false, "task": false}

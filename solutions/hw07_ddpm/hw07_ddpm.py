@@ -43,7 +43,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
+from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, hidden_test, passed
 from course_utils.data import toy
 from course_utils.metrics import relative_to_noise_floor, sliced_wasserstein
 from course_utils.training import fit
@@ -88,12 +88,13 @@ def q_sample(x0, t, eps):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-def _check_q_sample(seed, shape, t):
+# %% nbgrader={"grade": false, "grade_id": "task1_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_q_sample(fn, seed, shape, t):
+    """Check fn = q_sample against sqrt(abar_t) x0 + sqrt(1 - abar_t) eps on seeded inputs."""
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(shape, generator=g, dtype=torch.float64)
     eps = torch.randn(shape, generator=g, dtype=torch.float64)
-    out = call(q_sample, x0, t, eps)
+    out = call(fn, x0, t, eps, name="q_sample")
     expect_tensor(out, shape=shape, name=f"q_sample(x0 {tuple(shape)}, t = {t if isinstance(t, int) else 'a batch'}, eps)")
     tt = torch.as_tensor(t)
     view = (-1,) + (1,) * (len(shape) - 1) if tt.ndim else ()
@@ -109,14 +110,19 @@ def _check_q_sample(seed, shape, t):
     expect_close(out, ab.sqrt() * x0 + (1 - ab).sqrt() * eps, atol=1e-8, name="q_sample")
 
 
-_check_q_sample(0, (6, 2), 37)
-_check_q_sample(1, (4, 1, 8, 8), torch.tensor([1, 2, 50, 100]))
+# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+_check_q_sample(q_sample, 0, (6, 2), 37)
+_check_q_sample(q_sample, 1, (4, 1, 8, 8), torch.tensor([1, 2, 50, 100]))
 x0c = torch.ones(1, 1, dtype=torch.float64)
 expect_close(call(q_sample, x0c, 0, torch.zeros_like(x0c)), x0c, name="q_sample at t = 0 (x_0 itself)")
 passed("q_sample is sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, for an int t and a batch of t, on any shape")
 ### BEGIN HIDDEN TESTS
-_check_q_sample(11, (9, 3), 1)
-_check_q_sample(12, (3, 2, 2, 2), torch.tensor([100, 7, 63]))
+@hidden_test
+def _(student):
+    _check_q_sample(student.q_sample, 11, (9, 3), 1)
+    _check_q_sample(student.q_sample, 12, (3, 2, 2, 2), torch.tensor([100, 7, 63]))
+    _check_q_sample(student.q_sample, 13, (5, 4), 0)                          # t = 0: x_0 itself
+    _check_q_sample(student.q_sample, 14, (4, 3), torch.tensor([0, 1, 99, 30]))
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -140,12 +146,13 @@ def posterior(x0, xt, t):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-def _check_posterior(seed, shape, t):
+# %% nbgrader={"grade": false, "grade_id": "task2_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_posterior(fn, seed, shape, t):
+    """Check fn = posterior against the conditional of the joint Gaussian of (x_(t-1), x_t) given x_0."""
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(shape, generator=g, dtype=torch.float64)
     xt = torch.randn(shape, generator=g, dtype=torch.float64)
-    out = call(posterior, x0, xt, t)
+    out = call(fn, x0, xt, t, name="posterior")
     expect(isinstance(out, (tuple, list)) and len(out) == 2, f"posterior should return (mean, var), got {type(out).__name__}")
     mean, var = out
     expect_tensor(mean, shape=shape, name="the posterior mean")
@@ -173,15 +180,20 @@ def _check_posterior(seed, shape, t):
     expect_close(var, ref_var, atol=1e-12, rtol=1e-7, name="the posterior variance")
 
 
-_check_posterior(0, (5, 3), 20)
-_check_posterior(1, (4, 1, 8, 8), torch.tensor([1, 2, 60, 100]))
+# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+_check_posterior(posterior, 0, (5, 3), 20)
+_check_posterior(posterior, 1, (4, 1, 8, 8), torch.tensor([1, 2, 60, 100]))
 m1, v1 = call(posterior, torch.ones(2, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64), 1)
 expect(bool((v1 == 0).all()) and torch.allclose(m1, torch.ones(2, 2, dtype=torch.float64)),
        "at t = 1 the posterior is a point mass at x_0 (variance 0, mean x_0)")
 passed("posterior mean and variance match Gaussian conditioning, for an int t and a batch of t")
 ### BEGIN HIDDEN TESTS
-_check_posterior(21, (7, 2), 2)
-_check_posterior(22, (3, 2, 2), torch.tensor([99, 5, 41]))
+@hidden_test
+def _(student):
+    _check_posterior(student.posterior, 21, (7, 2), 2)
+    _check_posterior(student.posterior, 22, (3, 2, 2), torch.tensor([99, 5, 41]))
+    _check_posterior(student.posterior, 23, (4, 3), 1)                        # t = 1: a point mass at x_0
+    _check_posterior(student.posterior, 24, (3, 1, 2, 2), torch.tensor([1, 100, 2]))
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -199,8 +211,9 @@ def eps_mean(xt, t, eps):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-def _check_eps_mean(seed, shape, t):
+# %% nbgrader={"grade": false, "grade_id": "task3_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_eps_mean(fn, seed, shape, t):
+    """Check fn = eps_mean: with the true noise it is the posterior mean (by Gaussian conditioning)."""
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(shape, generator=g, dtype=torch.float64)
     eps = torch.randn(shape, generator=g, dtype=torch.float64)
@@ -209,7 +222,7 @@ def _check_eps_mean(seed, shape, t):
     ab, ab_prev = alpha_bars[tt].reshape(view), alpha_bars[tt - 1].reshape(view)
     a, b = alphas[tt].reshape(view), betas[tt].reshape(view)
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-    out = call(eps_mean, xt, t, eps)
+    out = call(fn, xt, t, eps, name="eps_mean")
     expect_tensor(out, shape=shape, name="eps_mean(xt, t, eps)")
     mu_ref = (xt - b / (1 - ab).sqrt() * eps) / a.sqrt()
     _diagnose(out, mu_ref, {"eps_mean divides by 1 - alpha_bar_t; it should be its square root sqrt(1 - alpha_bar_t)":
@@ -224,12 +237,15 @@ def _check_eps_mean(seed, shape, t):
                  name="eps_mean with the true noise (it should equal the posterior mean)")
 
 
-_check_eps_mean(0, (6, 2), 30)
-_check_eps_mean(1, (4, 1, 8, 8), torch.tensor([2, 10, 70, 100]))
+# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+_check_eps_mean(eps_mean, 0, (6, 2), 30)
+_check_eps_mean(eps_mean, 1, (4, 1, 8, 8), torch.tensor([2, 10, 70, 100]))
 passed("eps_mean with the true noise is the posterior mean")
 ### BEGIN HIDDEN TESTS
-_check_eps_mean(31, (5, 3), 2)
-_check_eps_mean(32, (3, 2, 2), torch.tensor([100, 1, 55]))
+@hidden_test
+def _(student):
+    _check_eps_mean(student.eps_mean, 31, (5, 3), 2)
+    _check_eps_mean(student.eps_mean, 32, (3, 2, 2), torch.tensor([100, 1, 55]))
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -251,11 +267,12 @@ def ancestral_step(xt, t, eps_pred, z):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-def _check_step(seed, shape, t):
+# %% nbgrader={"grade": false, "grade_id": "task4_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_step(fn, seed, shape, t):
+    """Check fn = ancestral_step against mu_theta + sqrt(beta_tilde_t) z, and the mean alone at t = 1."""
     g = torch.Generator().manual_seed(seed)
     xt, e, z = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3))
-    out = call(ancestral_step, xt, t, e, z)
+    out = call(fn, xt, t, e, z, name="ancestral_step")
     expect_tensor(out, shape=shape, name=f"ancestral_step(xt, t = {t}, eps_pred, z)")
     ab, ab_prev, a, b = alpha_bars[t], alpha_bars[t - 1], alphas[t], betas[t]
     mu = (xt - b / (1 - ab).sqrt() * e) / a.sqrt()
@@ -271,13 +288,18 @@ def _check_step(seed, shape, t):
     expect_close(out, mu + bt.sqrt() * z, atol=1e-9, name=f"ancestral_step at t = {t}")
 
 
+# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 for _t in (1, 2, 50, 100):
-    _check_step(_t, (5, 2), _t)
-_check_step(7, (3, 1, 8, 8), 9)
+    _check_step(ancestral_step, _t, (5, 2), _t)
+_check_step(ancestral_step, 7, (3, 1, 8, 8), 9)
 passed("ancestral_step = mu_theta + sqrt(beta_tilde_t) z, with no noise at t = 1")
 ### BEGIN HIDDEN TESTS
-for _t in (1, 3, 77):
-    _check_step(100 + _t, (4, 3), _t)
+@hidden_test
+def _(student):
+    for t in (1, 3, 77, 100):
+        _check_step(student.ancestral_step, 100 + t, (4, 3), t)
+    _check_step(student.ancestral_step, 200, (2, 1, 4, 4), 1)
+    _check_step(student.ancestral_step, 201, (2, 1, 4, 4), 40)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task5_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -319,7 +341,7 @@ def train_toy_ddpm(x, steps):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task5_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "task5_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
 target = toy("8gaussians")
 
 
@@ -329,7 +351,7 @@ def _sample(eps_fn, n, seed):
     g = torch.Generator().manual_seed(seed)
     xs = torch.randn(n, 2, generator=g)
     for t in range(T, 0, -1):
-        e = eps_fn(xs, torch.full((n,), t, dtype=torch.long))
+        e = call(eps_fn, xs, torch.full((n,), t, dtype=torch.long), name="the returned eps_fn")
         expect_tensor(e, shape=(n, 2), name=f"eps_fn(x [{n}, 2], t) at t = {t}")
         ab, ab_prev, a, b = (float(v[t]) for v in (alpha_bars, alpha_bars.roll(1), alphas, betas))
         xs = (xs - b / math.sqrt(1 - ab) * e) / math.sqrt(a)
@@ -340,6 +362,8 @@ def _sample(eps_fn, n, seed):
 
 @torch.no_grad()
 def _check_toy_model(eps_fn, seed):
+    """Check a trained eps_fn on fresh data: L_simple, its sign and target (eps, not x_0), and ancestral samples against
+    fresh data (sliced W2 next to its noise floor)."""
     g = torch.Generator().manual_seed(seed)
     x0 = target.sample((2000,), generator=g).float()
     t = torch.randint(1, T + 1, (2000,), generator=g)
@@ -357,18 +381,24 @@ def _check_toy_model(eps_fn, seed):
            "it has not learned to predict the noise (train longer, or check the loss)")
     xs = _sample(eps_fn, 2000, seed + 1)
     expect(bool(torch.isfinite(xs).all()), "ancestral sampling with your eps_fn gives NaN or inf")
-    rs = [relative_to_noise_floor(sliced_wasserstein, xs.double(), lambda n: target.sample((n,))) for _ in range(3)]
+    gt = torch.Generator().manual_seed(seed + 2)
+    rs = [relative_to_noise_floor(sliced_wasserstein, xs.double(), lambda n: target.sample((n,), generator=gt).double())
+          for _ in range(3)]
     ratio = sum(r["distance"] for r in rs) / sum(r["floor"] for r in rs)
     expect(ratio < 2.5, f"samples are {ratio:.2f}x the noise floor away from the data (need < 2.5); L_simple = {mse:.3f}")
     return mse, ratio
 
 
+# %% nbgrader={"grade": true, "grade_id": "task5_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 x_toy = target.sample((20_000,), generator=torch.Generator().manual_seed(0)).float()
 toy_eps = call(train_toy_ddpm, x_toy, 1500)
 toy_mse, toy_ratio = _check_toy_model(toy_eps, 0)
 passed(f"L_simple = {toy_mse:.3f}; samples within {toy_ratio:.2f}x the noise floor")
 ### BEGIN HIDDEN TESTS
-_check_toy_model(toy_eps, 5)
+@hidden_test
+def _(student):
+    # the eps_fn the check above trained with the student's train_toy_ddpm, on fresh data and a fresh sampler seed
+    _check_toy_model(student.toy_eps, 5)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task6_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -386,11 +416,12 @@ def cfg_combine(eps_uncond, eps_cond, w):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task6_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-def _check_cfg(seed, shape, w):
+# %% nbgrader={"grade": false, "grade_id": "task6_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_cfg(fn, seed, shape, w):
+    """Check fn = cfg_combine against (1 - w) eps_uncond + w eps_cond."""
     g = torch.Generator().manual_seed(seed)
     eu, ec = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
-    out = call(cfg_combine, eu, ec, w)
+    out = call(fn, eu, ec, w, name="cfg_combine")
     expect_tensor(out, shape=shape, name=f"cfg_combine(eps_uncond, eps_cond, w = {w})")
     _diagnose(out, (1 - w) * eu + w * ec, {f"guidance with the wrong sign: at w = {w} you move away from the class (eps_uncond - w (eps_cond - eps_uncond))":
                    eu - w * (ec - eu),
@@ -400,15 +431,20 @@ def _check_cfg(seed, shape, w):
     expect_close(out, (1 - w) * eu + w * ec, atol=1e-5, name=f"cfg_combine at w = {w}")
 
 
-_check_cfg(0, (4, 2), 3.0)
-_check_cfg(1, (3, 1, 8, 8), 0.3)
+# %% nbgrader={"grade": true, "grade_id": "task6_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+_check_cfg(cfg_combine, 0, (4, 2), 3.0)
+_check_cfg(cfg_combine, 1, (3, 1, 8, 8), 0.3)
 eu1, ec1 = torch.randn(5, 2), torch.randn(5, 2)
 expect_close(call(cfg_combine, eu1, ec1, 0.0), eu1, atol=1e-6, name="cfg_combine at w = 0 (the unconditional model)")
 expect_close(call(cfg_combine, eu1, ec1, 1.0), ec1, atol=1e-6, name="cfg_combine at w = 1 (the conditional model)")
 passed("w = 0 unconditional, w = 1 conditional, w > 1 guides towards y")
 ### BEGIN HIDDEN TESTS
-_check_cfg(2, (6, 3), 7.5)
-_check_cfg(3, (2, 2, 2), 2.0)
+@hidden_test
+def _(student):
+    _check_cfg(student.cfg_combine, 2, (6, 3), 7.5)
+    _check_cfg(student.cfg_combine, 3, (2, 2, 2), 2.0)
+    _check_cfg(student.cfg_combine, 4, (5, 2), 0.0)                           # the unconditional model
+    _check_cfg(student.cfg_combine, 5, (5, 2), 1.0)                           # the conditional model
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task7_text", "locked": true, "schema_version": 3, "solution": false, "task": false}

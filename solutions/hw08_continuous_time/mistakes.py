@@ -40,7 +40,8 @@ def divergence_hutchinson(f, t, x, n_probes=1, generator=None):
 _DIV_OK = "        return sum(torch.autograd.grad(fx[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(x.shape[1]))"
 
 
-def _logp(dl="-divergence_autograd(f, t, y)", t0="1.0", h="-1.0 / steps", ret="_std_normal_log_prob(s[:, :d]) - s[:, d]"):
+def _logp(dl="-divergence_autograd(f, t, y)", t0="1.0", h="-1.0 / steps", ret="_std_normal_log_prob(s[:, :d]) - s[:, d]",
+          t_i="{t0} + i * h"):
     return f'''
 def ode_log_prob(f, x, steps=50):
     d = x.shape[1]
@@ -52,8 +53,25 @@ def ode_log_prob(f, x, steps=50):
     s = torch.cat([x, torch.zeros(len(x), 1, dtype=x.dtype)], 1)
     h = torch.tensor({h}, dtype=x.dtype)
     for i in range(steps):
-        s = heun_step(augmented, {t0} + i * h, s, h)
+        s = heun_step(augmented, {t_i.format(t0=t0)}, s, h)
     return {ret}
+'''
+
+
+# the state integrated in reverse time s = 1 - t (from the data at s = 0), but f evaluated at s instead of t = 1 - s
+_LOGP_REVERSE_TIME = '''
+def ode_log_prob(f, x, steps=50):
+    d = x.shape[1]
+
+    def reverse(s, state):                        # d(x, l)/ds = (-f, +div f), with f's time argument forgotten
+        y = state[:, :d]
+        return torch.cat([-f(s, y).detach(), divergence_autograd(f, s, y).detach()[:, None]], 1)
+
+    state = torch.cat([x, torch.zeros(len(x), 1, dtype=x.dtype)], 1)
+    h = torch.tensor(1.0 / steps, dtype=x.dtype)
+    for i in range(steps):
+        state = heun_step(reverse, i * h, state, h)
+    return _std_normal_log_prob(state[:, :d]) - state[:, d]
 '''
 
 
@@ -128,7 +146,7 @@ def euler_step(f, t, x, h):
          code=_div(_DIV_OK, hutch_avg="total")),
     dict(task="task2", name="Hutchinson with the wrong sign", says="sign is wrong",
          code=_div(_DIV_OK, hutch_sign="-")),
-    # task 3: the ODE log-likelihood (sign and time direction, as PITFALLS names them)
+    # task 3: the ODE log-likelihood (sign and time direction, as PITFALLS names them, and the time passed to f)
     dict(task="task3", name="divergence integrated with the wrong sign", says="wrong sign",
          code=_logp(dl="divergence_autograd(f, t, y)")),
     dict(task="task3", name="integrated forwards in time", says="time runs the wrong way",
@@ -137,6 +155,11 @@ def euler_step(f, t, x, h):
          code=_logp(dl="divergence_autograd(f, t, y)", t0="0.0", h="1.0 / steps")),
     dict(task="task3", name="the divergence term dropped", says="subtract the integrated divergence",
          code=_logp(ret="_std_normal_log_prob(s[:, :d])")),
+    dict(task="task3", name="the time argument without the start time (t = 0, -h, ..., -1)", says="you left out the start time",
+         code=_logp(t0="0.0")),
+    dict(task="task3", name="reverse time s passed to f as the time", says="evaluate it at t = 1 - s", code=_LOGP_REVERSE_TIME),
+    dict(task="task3", name="the time argument never advanced (always t = 1)", says="stays at t = 1",
+         code=_logp(t_i="torch.tensor(1.0, dtype=x.dtype)")),
     # task 4: the probability-flow drift
     dict(task="task4", name="reverse-SDE drift (no 1/2)", says="takes half",
          code=_pf("-0.5 * beta * x - beta * score_fn(x, t)")),
@@ -156,4 +179,30 @@ def euler_step(f, t, x, h):
     dict(task="task6", name="noise and data swapped in the pairs", says="noise is x0 at t = 0", code=_train(pair="x1, x0")),
     dict(task="task6", name="times only near t = 0", says="KL gap", code=_train(t="0.1 * torch.rand(len(x1))", steps=300)),
     dict(task="task6", name="far too few steps", says="train longer", code=_train(steps=50)),
+    dict(task="task6", name="the closed-form marginal velocity returned as the trained model", says="closed-form", code='''
+def train_flow_matching(x_train):
+    from course_utils.flow_matching import gmm_marginal_velocity
+    eight = toy("8gaussians")
+    return lambda t, x: gmm_marginal_velocity(x, torch.as_tensor(t, dtype=x.dtype), eight.centers, eight.std)
+'''),
+    dict(task="task6", name="the closed form wrapped in a module with a dummy parameter", says="closed-form", code='''
+class _ClosedForm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+        self.eight = toy("8gaussians")
+
+    def forward(self, t, x):
+        from course_utils.flow_matching import gmm_marginal_velocity
+        t = torch.as_tensor(t, dtype=x.dtype)
+        return gmm_marginal_velocity(x, t, self.eight.centers, self.eight.std) + 0 * self.dummy
+
+
+def train_flow_matching(x_train):
+    return _ClosedForm()
+'''),
+    dict(task="task6", name="a fixed function, not a trained network", says="return the network you trained", code='''
+def train_flow_matching(x_train):
+    return lambda t, x: 0.1 * x
+'''),
 ]
