@@ -53,6 +53,7 @@ def test_ci_runs_the_readme_commands():
     assert _readme_block(readme, "lab") == "make lab"
     assert "rm -rf .venv" in ci, "CI must start from a fresh environment"
     assert "apt-get install -y chromium" in ci
+    assert "apt-get install -y bubblewrap" in ci, "CI must grade in the sandbox (the red-team suite skips without it)"
 
 
 def test_make_sets_up_with_the_readme_explicit_commands():

@@ -1,5 +1,6 @@
 """`course grade` on a batch of fake submissions: the right score or status for each, in bounded time,
-with every submission file unchanged."""
+with every submission file unchanged; every homework graded solved and unsolved; shards merged.
+(The hostile submissions are in test_red_team.py.)"""
 
 import csv
 import hashlib
@@ -10,13 +11,21 @@ import time
 import nbformat
 import pytest
 
-from submissions import HW, solved, unsolved, write_batch
+from submissions import HW, WRONG, solved, unsolved, write_batch
 
 
-def _grade(course, subs, out, cell_timeout, notebook_timeout, hw="hw01", timeout=600):
+def _sandbox_flags() -> list[str]:
+    """Grade in the sandbox where this machine has one (CI installs bubblewrap); elsewhere say so explicitly."""
+    from course_utils.course.sandbox import _bwrap_works
+
+    return ["--unsandboxed"] if _bwrap_works() else []
+
+
+def _grade(course, subs, out, cell_timeout, notebook_timeout, hw="hw01", timeout=600, extra=()):
     """Run `course grade` as an instructor would; fail with its output if it fails."""
     proc = subprocess.run([sys.executable, "-m", "course_utils.course.cli", "--root", str(course.root), "grade", hw, str(subs),
-                           "--out", str(out), "--cell-timeout", str(cell_timeout), "--notebook-timeout", str(notebook_timeout)],
+                           "--out", str(out), "--cell-timeout", str(cell_timeout), "--notebook-timeout", str(notebook_timeout),
+                           "--jobs", "2", *_sandbox_flags(), *extra],
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -75,6 +84,7 @@ def test_grade_a_batch(course, tmp_path):
         else:
             assert float(r[total_col]) == total, (student, r)
     assert rows["bob_wrong"]["task3_check"] == "3" and rows["bob_wrong"]["task1_check"] == "0"
+    assert "planar_log_det" in rows["bob_wrong"]["detail"]  # which hidden check failed, and how
     assert rows["carol_endless"]["task1_check"] == "0" and "task1_solution" in rows["carol_endless"]["detail"]
     assert "task2_check" in rows["frank_deleted"]["detail"]
     assert rows["alice_solution"]["task5_answer (by hand)"] == ""  # the written answer waits for a human
@@ -89,7 +99,7 @@ def test_grade_a_batch(course, tmp_path):
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
-        assert {s.id for s in gb.students} == set(expected)
+        assert {s.id for s in gb.students} == set(expected)  # the invalid notebook's student too
         assert gb.find_submission(HW, "alice_solution").score == 10
         assert gb.find_submission(HW, "bob_wrong").score == 3
 
@@ -128,3 +138,34 @@ def test_every_assignment_scores_zero_unsolved_and_full_solved(course, tmp_path,
     tasks = [k for k in rows["stub"] if k.endswith("_check")]
     assert tasks and all(rows["stub"][t] == "0" for t in tasks)
     assert rows["solution"]["status"] == "graded" and float(rows["solution"][total_col]) == max_points, rows["solution"]
+
+
+@pytest.mark.slow
+def test_shards_merge_into_one_gradebook(course, tmp_path):
+    """--shard I/N grades every N-th entry; --merge joins the shards' gradebooks and CSVs into one, as one run would."""
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nbformat.write(solved(course), subs / "ann.ipynb")
+    nbformat.write(unsolved(course), subs / "ben.ipynb")
+    nbformat.write(solved(course, WRONG), subs / "cat.ipynb")
+    (subs / "dan").mkdir()  # a folder without a notebook: a row in its shard, and in the merge
+    outs = []
+    for i in (1, 2):
+        out = tmp_path / f"shard{i}"
+        _grade(course, subs, out, 60, 200, extra=("--shard", f"{i}/2"))
+        outs.append(out)
+    shard_students = [{r["student"] for r in csv.DictReader(open(o / "grades.csv"))} for o in outs]
+    assert shard_students == [{"ann", "cat"}, {"ben", "dan"}]
+    merged = tmp_path / "merged"
+    proc = subprocess.run([sys.executable, "-m", "course_utils.course.cli", "--root", str(course.root), "grade", "hw01",
+                           "--merge", *map(str, outs), "--out", str(merged)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["student"]: r for r in csv.DictReader(open(merged / "grades.csv"))}
+    total = "autograded total (of 10)"
+    assert {s: (r["status"], r[total]) for s, r in rows.items()} == {
+        "ann": ("graded", "10"), "ben": ("graded", "0"), "cat": ("graded", "3"), "dan": ("no notebook", "")}
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{merged / 'gradebook.db'}") as gb:
+        assert gb.find_submission(HW, "ann").score == 10 and gb.find_submission(HW, "cat").score == 3
+    assert (merged / "nbgrader" / "autograded" / "ann" / HW / f"{HW}.ipynb").exists()  # for the formgrader
