@@ -28,7 +28,7 @@
 # **How to work.** Replace every `raise NotImplementedError()` with your code and run the check cell below it: it prints
 # `✓ ...` or one line saying what was expected. Hidden checks of the same kind use other inputs. Do not rename functions
 # or delete cells; the notebook must run top to bottom in about a minute on a laptop CPU. Write the maths yourself: do not
-# call `course_utils.priors` or `course_utils.vq` (the hidden checks compare against them).
+# call `course_utils.priors` or `course_utils.vq`, which implement these tasks for the lecture.
 #
 # **Notation.** Posteriors $q(z\mid x_i) = \mathcal{N}(\mu_i, \mathrm{diag}\,e^{\ell_i})$ for $i = 1..n$ are given as `mu`, `logvar`,
 # each `[n, L]`; the aggregate posterior is $q(z) = \frac1n\sum_i q(z\mid x_i)$; the prior is $p(z) = \mathcal{N}(0, I)$ unless said otherwise.
@@ -39,7 +39,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
+from course_utils.checks import LocalStudent, call, diagnose, expect, expect_close, expect_tensor, hidden_test, passed
 from course_utils.data import load_digits
 from course_utils.training import fit
 from course_utils.vae import VAE, train_digits_vae
@@ -104,11 +104,11 @@ def surgery_terms(mu, logvar, samples_per_point=10, generator=None):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-def _check_surgery(mu, logvar, what, tol, samples=10, seed=0):
+# %% nbgrader={"grade": false, "grade_id": "task1_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_surgery(fn, mu, logvar, what, tol, samples=10, seed=0):
     """Properties every correct answer has (no reference implementation): avg_kl in closed form, 0 <= I <= log n,
     marginal_kl >= 0, and avg_kl = I + marginal_kl within Monte Carlo error."""
-    out = call(surgery_terms, mu, logvar, samples, torch.Generator().manual_seed(seed))
+    out = call(fn, mu, logvar, samples, torch.Generator().manual_seed(seed), name="surgery_terms")
     expect(isinstance(out, (tuple, list)) and len(out) == 3,
            f"surgery_terms should return a tuple (avg_kl, mutual_info, marginal_kl), got {type(out).__name__}")
     avg, mi, mkl = (_as_float(v, name) for v, name in zip(out, ("avg_kl", "mutual_info", "marginal_kl")))
@@ -124,42 +124,68 @@ def _check_surgery(mu, logvar, what, tol, samples=10, seed=0):
     return avg, mi, mkl
 
 
-n = 40
-_, mi, _ = _check_surgery(torch.full((n, 3), 0.7), torch.full((n, 3), -0.5), "identical posteriors", 0.1, samples=50)
-expect(abs(mi) < 1e-4, f"identical posteriors carry no information about x: mutual_info should be 0, got {mi:.2e}")
-apart = (torch.arange(n)[:, None] - (n - 1) / 2) * torch.tensor([0.25, 0.0, 0.0])   # 0.25 apart, standard deviation 0.018
-_, mi, _ = _check_surgery(apart, torch.full((n, 3), -8.0), "far-apart posteriors", 0.1)
-expect(abs(mi) > 1e-3, f"far-apart posteriors identify x, but mutual_info is 0: the aggregate q(z) must mix all n "
-       "posteriors, not only the one z was drawn from")
-expect(abs(mi - math.log(n)) < 1e-3, f"far-apart posteriors identify x: mutual_info should be log n = {math.log(n):.4f}, got {mi:.4f}")
+def _check_no_information(fn, mu, logvar, what):
+    """Identical posteriors: z says nothing about x, I = 0."""
+    _, mi, _ = _check_surgery(fn, mu, logvar, what, 0.1, samples=50)
+    expect(abs(mi) < 1e-4, f"{what} carry no information about x: mutual_info should be 0, got {mi:.2e}")
 
-# five 1-D posteriors: KL(q(z) || N(0, 1)) by quadrature on a fine grid, independently of any Monte Carlo
-mu5 = torch.tensor([[-1.5], [-0.2], [0.4], [1.1], [2.0]], dtype=torch.float64)
-lv5 = torch.tensor([[-1.0], [-2.0], [-0.5], [-1.5], [-3.0]], dtype=torch.float64)
-zg = torch.linspace(-9.0, 9.0, 36_001, dtype=torch.float64)
-log_qg = torch.logsumexp(-0.5 * ((zg[:, None] - mu5.T) ** 2 / lv5.T.exp() + lv5.T + math.log(2 * math.pi)), -1) - math.log(5)
-mkl_quad = torch.trapezoid(log_qg.exp() * (log_qg + 0.5 * zg**2 + 0.5 * math.log(2 * math.pi)), zg).item()
-avg5, mi5, mkl5 = _check_surgery(mu5, lv5, "five 1-D posteriors", 0.03, samples=4000)
-expect(abs(mkl5 - mkl_quad) < 0.03, f"five 1-D posteriors: marginal_kl should be {mkl_quad:.4f} (by quadrature), got "
-       f"{mkl5:.4f}: check log q(z) (all n components, each N(mu_j, exp(logvar_j)), minus log n) and the draws")
-expect(abs(mi5 - (avg5 - mkl_quad)) < 0.03, f"five 1-D posteriors: mutual_info should be {avg5 - mkl_quad:.4f}, got {mi5:.4f}")
-avg, mi, mkl = _check_surgery(mu_train, logvar_train, "the digits VAE", 0.06)
+
+def _check_full_information(fn, mu, logvar, what):
+    """Posteriors far apart (many standard deviations): z identifies x, I = log n."""
+    _, mi, _ = _check_surgery(fn, mu, logvar, what, 0.1)
+    expect(abs(mi) > 1e-3, f"{what} identify x, but mutual_info is 0: the aggregate q(z) must mix all n "
+           "posteriors, not only the one z was drawn from")
+    expect(abs(mi - math.log(len(mu))) < 1e-3,
+           f"{what} identify x: mutual_info should be log n = {math.log(len(mu)):.4f}, got {mi:.4f}")
+
+
+def _check_quadrature_1d(fn, mu, logvar, what):
+    """1-D posteriors: KL(q(z) || N(0, 1)) by quadrature on a fine grid, independently of any Monte Carlo."""
+    zg = torch.linspace(-9.0, 9.0, 36_001, dtype=torch.float64)
+    log_qg = torch.logsumexp(-0.5 * ((zg[:, None] - mu.T) ** 2 / logvar.T.exp() + logvar.T + math.log(2 * math.pi)), -1) \
+        - math.log(len(mu))
+    mkl_quad = torch.trapezoid(log_qg.exp() * (log_qg + 0.5 * zg**2 + 0.5 * math.log(2 * math.pi)), zg).item()
+    avg, mi, mkl = _check_surgery(fn, mu, logvar, what, 0.03, samples=4000)
+    expect(abs(mkl - mkl_quad) < 0.03, f"{what}: marginal_kl should be {mkl_quad:.4f} (by quadrature), got "
+           f"{mkl:.4f}: check log q(z) (all n components, each N(mu_j, exp(logvar_j)), minus log n) and the draws")
+    expect(abs(mi - (avg - mkl_quad)) < 0.03, f"{what}: mutual_info should be {avg - mkl_quad:.4f}, got {mi:.4f}")
+
+
+# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+n = 40
+_check_no_information(surgery_terms, torch.full((n, 3), 0.7), torch.full((n, 3), -0.5), "identical posteriors")
+apart = (torch.arange(n)[:, None] - (n - 1) / 2) * torch.tensor([0.25, 0.0, 0.0])   # 0.25 apart, standard deviation 0.018
+_check_full_information(surgery_terms, apart, torch.full((n, 3), -8.0), "far-apart posteriors")
+_check_quadrature_1d(surgery_terms, torch.tensor([[-1.5], [-0.2], [0.4], [1.1], [2.0]], dtype=torch.float64),
+                     torch.tensor([[-1.0], [-2.0], [-0.5], [-1.5], [-3.0]], dtype=torch.float64), "five 1-D posteriors")
+avg, mi, mkl = _check_surgery(surgery_terms, mu_train, logvar_train, "the digits VAE", 0.06)
 passed(f"digits VAE: mean KL {avg:.3f} = I {mi:.3f} + marginal KL {mkl:.3f} (log n = {math.log(len(mu_train)):.3f})")
 ### BEGIN HIDDEN TESTS
-from course_utils.priors import surgery_terms as _reference_surgery  # noqa: E402
+@hidden_test
+def _(student):
+    from course_utils.priors import surgery_terms as reference
 
-
-def _check_against_reference(mu, logvar, what, tol, seed):
-    avg, mi, mkl = _check_surgery(mu, logvar, what, tol, seed=seed)
-    ref = _reference_surgery(mu, logvar, samples_per_point=20, generator=torch.Generator().manual_seed(seed + 100))
-    expect(abs(mi - ref.mutual_info) < tol + 5 * ref.mutual_info_se, f"{what}: mutual_info should be about {ref.mutual_info:.3f}, got {mi:.3f}")
-    expect(abs(mkl - ref.marginal_kl) < tol + 5 * ref.marginal_kl_se, f"{what}: marginal_kl should be about {ref.marginal_kl:.3f}, got {mkl:.3f}")
-
-
-g = torch.Generator().manual_seed(77)
-_check_against_reference(1.5 * torch.randn(300, 2, generator=g, dtype=torch.float64),
-                         torch.randn(300, 2, generator=g, dtype=torch.float64) - 1, "300 random 2-D posteriors", 0.06, seed=5)
-_check_against_reference(mu_train[:100], logvar_train[:100], "the first 100 digits", 0.08, seed=6)
+    fn, f64 = student.surgery_terms, torch.float64
+    g = torch.Generator().manual_seed(41)
+    row_mu, row_lv = torch.randn(1, 4, generator=g, dtype=f64), 0.5 * torch.randn(1, 4, generator=g, dtype=f64) - 0.5
+    _check_no_information(fn, row_mu.expand(30, 4).clone(), row_lv.expand(30, 4).clone(), "30 identical 4-D posteriors")
+    grid = torch.stack(torch.meshgrid(torch.arange(6.0, dtype=f64), torch.arange(5.0, dtype=f64), indexing="ij"), -1)
+    _check_full_information(fn, 0.5 * grid.reshape(-1, 2) - 1.2, torch.full((30, 2), -7.0, dtype=f64),
+                            "30 far-apart 2-D posteriors")
+    _check_quadrature_1d(fn, torch.randn(7, 1, generator=g, dtype=f64), torch.rand(7, 1, generator=g, dtype=f64) * 2.5 - 3.0,
+                         "seven 1-D posteriors")
+    with torch.no_grad():
+        mu_test, logvar_test = vae.encoder(x_test[:200])
+    for mu, logvar, what, tol, seed in (
+            (1.5 * torch.randn(300, 2, generator=g, dtype=f64), torch.randn(300, 2, generator=g, dtype=f64) - 1,
+             "300 random 2-D posteriors", 0.06, 5),
+            (mu_test, logvar_test, "the digits VAE on 200 test digits", 0.08, 6)):
+        _, mi, mkl = _check_surgery(fn, mu, logvar, what, tol, seed=seed)
+        ref = reference(mu, logvar, samples_per_point=20, generator=torch.Generator().manual_seed(seed + 100))
+        expect(abs(mi - ref.mutual_info) < tol + 5 * ref.mutual_info_se,
+               f"{what}: mutual_info should be about {ref.mutual_info:.3f}, got {mi:.3f}")
+        expect(abs(mkl - ref.marginal_kl) < tol + 5 * ref.marginal_kl_se,
+               f"{what}: marginal_kl should be about {ref.marginal_kl:.3f}, got {mkl:.3f}")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -179,43 +205,57 @@ def mixture_log_prob(z, means, logvars, logits):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-def _reference_mixture(means, logvars, logits):
-    D = torch.distributions
-    return D.MixtureSameFamily(D.Categorical(logits=logits), D.Independent(D.Normal(means, (0.5 * logvars).exp()), 1))
-
-
-def _check_mixture(seed, K, L, batch):
+# %% nbgrader={"grade": false, "grade_id": "task2_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_mixture(fn, seed, K, L, batch, shift=0.0):
+    """mixture_log_prob on a random mixture (logits unnormalised, then shifted by `shift`) against torch.distributions."""
     g = torch.Generator().manual_seed(seed)
     means, logvars = 2 * torch.randn(K, L, generator=g, dtype=torch.float64), 0.5 * torch.randn(K, L, generator=g, dtype=torch.float64)
     logits = torch.randn(K, generator=g, dtype=torch.float64) + 3.0          # unnormalised on purpose
     z = 2 * torch.randn(*batch, L, generator=g, dtype=torch.float64)
-    out = call(mixture_log_prob, z, means, logvars, logits)
-    expect_tensor(out, shape=batch, name=f"mixture_log_prob(z {tuple(z.shape)}, ...)")
-    ref = _reference_mixture(means, logvars, logits).log_prob(z)
+    D = torch.distributions
+
+    def log_p(lv):  # the reference, kept local to this check
+        return D.MixtureSameFamily(D.Categorical(logits=logits), D.Independent(D.Normal(means, (0.5 * lv).exp()), 1)).log_prob(z)
+
+    out = call(fn, z, means, logvars, logits + shift, name="mixture_log_prob")
+    what = f"mixture_log_prob(z {tuple(z.shape)}, ...)" + (f" with the logits shifted by {shift:g}" if shift else "")
+    expect_tensor(out, shape=batch, name=what)
+    ref = log_p(logvars)
     diagnose(out, {"mixture_log_prob does not normalise the weights: use log_softmax(logits), not the logits":
-                   ref + torch.logsumexp(logits, -1),
+                   ref + torch.logsumexp(logits + shift, -1),
                    "mixture_log_prob reads logvars as log standard deviations (exp(logvars) is the variance)":
-                   _reference_mixture(means, 2 * logvars, logits).log_prob(z)}, atol=1e-6)
-    expect_close(out, _reference_mixture(means, logvars, logits).log_prob(z), atol=1e-8, name=f"mixture_log_prob for K={K}, L={L}")
+                   log_p(2 * logvars)}, atol=1e-6)
+    expect_close(out, ref, atol=1e-8, name=f"{what} for K={K}, L={L}")
     return means, logvars, logits
 
 
-means, logvars, logits = _check_mixture(0, 5, 2, (100,))
-grid = torch.linspace(-14, 14, 561, dtype=torch.float64)
-zz = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1)               # [561, 561, 2]
-mass = (call(mixture_log_prob, zz, means, logvars, logits).exp().sum() * (grid[1] - grid[0]) ** 2).item()
-expect(abs(mass - 1) < 1e-3, f"the mixture density should integrate to 1 over the plane, got {mass:.4f}")
-far = call(mixture_log_prob, torch.full((1, 2), 1e3, dtype=torch.float64), means, logvars, logits)
-expect(bool(torch.isfinite(far).all()), f"log p(z) far from every component should be a (very negative) finite number, got {far.item()}")
-passed(f"matches torch.distributions, integrates to {mass:.4f}, finite far away ({far.item():.3g})")
+def _check_mixture_mass(fn, means, logvars, logits):
+    """A 2-D mixture integrates to 1 over the plane, and its log-density is finite far from every component."""
+    grid = torch.linspace(-14, 14, 561, dtype=torch.float64)
+    zz = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1)               # [561, 561, 2]
+    lp = expect_tensor(call(fn, zz, means, logvars, logits, name="mixture_log_prob"), shape=(561, 561),
+                       name="mixture_log_prob on a [561, 561, 2] grid", finite=False)
+    mass = (lp.exp().sum() * (grid[1] - grid[0]) ** 2).item()
+    expect(abs(mass - 1) < 1e-3, f"the mixture density should integrate to 1 over the plane, got {mass:.4f}")
+    far = call(fn, torch.full((1, 2), 1e3, dtype=torch.float64), means, logvars, logits, name="mixture_log_prob")
+    expect(isinstance(far, torch.Tensor) and far.shape == (1,) and bool(torch.isfinite(far).all()),
+           "log p(z) far from every component should be a (very negative) finite number of shape (1,), got "
+           f"{far.tolist() if isinstance(far, torch.Tensor) else far!r}")
+    return mass, far.item()
+
+
+# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+means, logvars, logits = _check_mixture(mixture_log_prob, 0, 5, 2, (100,))
+mass, far = _check_mixture_mass(mixture_log_prob, means, logvars, logits)
+passed(f"matches torch.distributions, integrates to {mass:.4f}, finite far away ({far:.3g})")
 ### BEGIN HIDDEN TESTS
-_check_mixture(1, 64, 8, (4, 7))
-_check_mixture(2, 1, 3, (10,))
-m1, l1, lg1 = _check_mixture(3, 6, 4, (20,))
-zt = torch.randn(20, 4, dtype=torch.float64)
-expect_close(call(mixture_log_prob, zt, m1, l1, lg1 + 100.0), _reference_mixture(m1, l1, lg1).log_prob(zt), atol=1e-8,
-             name="mixture_log_prob with logits shifted by 100 (the weights do not change)")
+@hidden_test
+def _(student):
+    fn = student.mixture_log_prob
+    _check_mixture(fn, 1, 64, 8, (4, 7))
+    _check_mixture(fn, 2, 1, 3, (10,))
+    _check_mixture(fn, 3, 6, 4, (20,), shift=100.0)      # the weights do not change
+    _check_mixture_mass(fn, *_check_mixture(fn, 4, 4, 2, (50,)))
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -242,45 +282,66 @@ def vector_quantize(z_e, codebook):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-def _no_grad(loss, wrt):
-    g = torch.autograd.grad(loss, wrt, retain_graph=True, allow_unused=True)[0]
-    return g is None or bool((g == 0).all())
+# %% nbgrader={"grade": false, "grade_id": "task3_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Runs where vector_quantize lives (your notebook; the grader's kernel): calls it on fresh leaves and returns every
+# gradient that matters, None where no gradient arrives.
+_VQ_GRADIENTS = """lambda vq, z_e, codebook, upstream: (lambda z, c: (lambda out, grad: {
+    "z_q -> z_e": grad((out[0] * upstream).sum(), z), "z_q -> codebook": grad((out[0] * upstream).sum(), c),
+    "codebook_loss -> codebook": grad(out[2], c), "codebook_loss -> z_e": grad(out[2], z),
+    "commitment_loss -> z_e": grad(out[3], z), "commitment_loss -> codebook": grad(out[3], c)})(
+    vq(z, c),
+    lambda loss, wrt: torch.autograd.grad(loss, wrt, retain_graph=True, allow_unused=True)[0]
+    if isinstance(loss, torch.Tensor) and loss.requires_grad else None))(
+    z_e.clone().requires_grad_(True), codebook.clone().requires_grad_(True))"""
 
 
-def _check_vq(seed, batch, K, d):
+def _check_vq(student, seed, batch, K, d):
+    """Nearest codes, the straight-through gradient, and each loss's value and gradients (computed here exactly)."""
     g = torch.Generator().manual_seed(seed)
-    z_e = torch.randn(*batch, d, generator=g, dtype=torch.float64).requires_grad_(True)
-    codebook = torch.randn(K, d, generator=g, dtype=torch.float64).requires_grad_(True)
-    out = call(vector_quantize, z_e, codebook)
+    z_e = torch.randn(*batch, d, generator=g, dtype=torch.float64)
+    codebook = torch.randn(K, d, generator=g, dtype=torch.float64)
+    out = call(student.vector_quantize, z_e, codebook, name="vector_quantize")
     expect(isinstance(out, (tuple, list)) and len(out) == 4,
            "vector_quantize should return a tuple (z_q, indices, codebook_loss, commitment_loss)")
     z_q, idx, cb_loss, commit = out
     expect_tensor(idx, shape=batch, name="indices")
     expect(idx.dtype == torch.int64, f"indices should be int64 (usable to index the codebook), got {idx.dtype}")
-    brute = ((z_e.detach()[..., None, :] - codebook.detach()) ** 2).sum(-1).argmin(-1)
+    brute = ((z_e[..., None, :] - codebook) ** 2).sum(-1).argmin(-1)
     expect(torch.equal(idx, brute), f"indices should be the nearest codes; {int((idx != brute).sum())} of {idx.numel()} are not")
+    e = codebook[brute]
     expect_tensor(z_q, shape=(*batch, d), name="z_q")
-    expect_close(z_q, codebook.detach()[brute], atol=1e-10, name="z_q (its value should be the nearest code)")
+    expect_close(z_q, e, atol=1e-10, name="z_q (its value should be the nearest code)")
     upstream = torch.randn(*batch, d, generator=g, dtype=torch.float64)
-    expect(z_q.requires_grad, "z_q should carry a gradient to z_e (straight through), but it does not require grad")
-    g_e = torch.autograd.grad((z_q * upstream).sum(), z_e, retain_graph=True, allow_unused=True)[0]
-    expect(g_e is not None, "no gradient reaches z_e through z_q: use z_q = z_e + (e - z_e).detach()")
-    expect_close(g_e, upstream, atol=1e-10, name="the gradient reaching z_e through z_q (should pass straight through)")
-    expect(_no_grad((z_q * upstream).sum(), codebook), "z_q should send no gradient to the codebook (only the codebook loss does)")
-    e = codebook.detach()[brute]
-    for loss, name, only, other in ((cb_loss, "codebook_loss", codebook, z_e), (commit, "commitment_loss", z_e, codebook)):
+    grads = call(student.code(_VQ_GRADIENTS), student.vector_quantize, z_e, codebook, upstream, name="vector_quantize")
+
+    def zero(v):
+        return v is None or (isinstance(v, torch.Tensor) and bool((v == 0).all()))
+
+    expect(not zero(grads["z_q -> z_e"]), "no gradient reaches z_e through z_q: use z_q = z_e + (e - z_e).detach()")
+    expect_close(grads["z_q -> z_e"], upstream, atol=1e-10,
+                 name="the gradient reaching z_e through z_q (should pass straight through)")
+    expect(zero(grads["z_q -> codebook"]), "z_q should send no gradient to the codebook (only the codebook loss does)")
+    n_vectors = brute.numel()
+    to_z_e = 2 * (z_e - e) / n_vectors                                         # d/dz_e of mean |z_e - e|^2
+    to_codebook = torch.zeros(K, d, dtype=torch.float64).index_add_(0, brute.flatten(), -to_z_e.reshape(-1, d))
+    label = {"codebook": "the codebook", "z_e": "z_e"}
+    for loss, name, own, other in ((cb_loss, "codebook_loss", "codebook", "z_e"), (commit, "commitment_loss", "z_e", "codebook")):
         expect_tensor(loss, shape=(), name=name)
-        expect_close(loss, ((z_e.detach() - e) ** 2).sum(-1).mean(), atol=1e-10, name=name)
-        expect(not _no_grad(loss, only), f"{name} should have a gradient with respect to the {'codebook' if only is codebook else 'z_e'}")
-        expect(_no_grad(loss, other), f"{name} should send no gradient to {'z_e' if other is z_e else 'the codebook'} (use .detach())")
+        expect_close(loss, ((z_e - e) ** 2).sum(-1).mean(), atol=1e-10, name=name)
+        expect(not zero(grads[f"{name} -> {own}"]), f"{name} should have a gradient with respect to {label[own]}")
+        expect(zero(grads[f"{name} -> {other}"]), f"{name} should send no gradient to {label[other]} (use .detach())")
+        expect_close(grads[f"{name} -> {own}"], to_codebook if own == "codebook" else to_z_e, atol=1e-10,
+                     name=f"the gradient of {name} with respect to {label[own]}")
 
 
-_check_vq(0, (16, 4), 32, 4)
+# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+_check_vq(LocalStudent(globals()), 0, (16, 4), 32, 4)
 passed("nearest codes, straight-through gradient, and each loss moves only its own side")
 ### BEGIN HIDDEN TESTS
-_check_vq(1, (5,), 7, 3)
-_check_vq(2, (2, 3, 6), 50, 8)
+@hidden_test
+def _(student):
+    _check_vq(student, 1, (5,), 7, 3)
+    _check_vq(student, 2, (2, 3, 6), 50, 8)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -313,32 +374,31 @@ def fit_mixture_prior(mu, logvar):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-class _FittedMixture(torch.nn.Module):
-    """Your mixture as a prior module for a VAE (its log-density by torch.distributions, not by your task-2 code)."""
-
-    def __init__(self, means, logvars, logits):
-        super().__init__()
-        self.dist = _reference_mixture(means.double(), logvars.double(), logits.double())
-
-    def log_prob(self, z):
-        return self.dist.log_prob(z.double()).to(z.dtype)
-
-
-out = call(fit_mixture_prior, mu_train, logvar_train)
-expect(isinstance(out, (tuple, list)) and len(out) == 3, "fit_mixture_prior should return a tuple (means, logvars, logits)")
-means, logvars, logits = (t.detach().float() if isinstance(t, torch.Tensor) else t for t in out)
-expect_tensor(means, name="means")
-K = means.shape[0]
-expect_tensor(means, shape=(K, 8), name="means")
-expect_tensor(logvars, shape=(K, 8), name="logvars")
-expect_tensor(logits, shape=(K,), name="logits")
-prior = _FittedMixture(means, logvars, logits)
+# %% nbgrader={"grade": false, "grade_id": "task4_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _mixture_params(out):
+    """(means [K, 8], logvars [K, 8], logits [K]) from fit_mixture_prior's answer, as float64, or a clear message."""
+    expect(isinstance(out, (tuple, list)) and len(out) == 3, "fit_mixture_prior should return a tuple (means, logvars, logits)")
+    means, logvars, logits = out
+    expect_tensor(means, name="means")
+    expect(means.ndim == 2 and means.shape[0] >= 1, f"means should have shape [K, 8], got {tuple(means.shape)}")
+    K = means.shape[0]
+    expect_tensor(means, shape=(K, 8), name="means")
+    expect_tensor(logvars, shape=(K, 8), name="logvars")
+    expect_tensor(logits, shape=(K,), name="logits")
+    return tuple(t.detach().double() for t in (means, logvars, logits))
 
 
-def _elbo_gain(x, reps=10):
-    """Mean ELBO with the fitted prior minus with N(0, I), same encoder, decoder and draws (common random numbers)."""
-    gains = []
+def _elbo_gain(x, means, logvars, logits, reps=10):
+    """Mean ELBO of the VAE above with the mixture as its prior minus with N(0, I): same encoder, decoder and draws
+    (common random numbers). The mixture's log-density is torch.distributions', not your task-2 code."""
+    D = torch.distributions
+    mixture = D.MixtureSameFamily(D.Categorical(logits=logits), D.Independent(D.Normal(means, (0.5 * logvars).exp()), 1))
+
+    class Prior(torch.nn.Module):
+        def log_prob(self, z):
+            return mixture.log_prob(z.double()).to(z.dtype)
+
+    prior, gains = Prior(), []
     for r in range(reps):
         with torch.no_grad():
             torch.manual_seed(r)
@@ -348,26 +408,35 @@ def _elbo_gain(x, reps=10):
     return torch.stack(gains).mean().item()
 
 
+# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+fitted_mixture = call(fit_mixture_prior, mu_train, logvar_train)
+means, logvars, logits = _mixture_params(fitted_mixture)
 # The prior enters the averaged ELBO only through -KL(q(z) || p), so the gain over N(0, I) is
 # KL(q(z) || N(0, I)) - KL(q(z) || p). For this VAE KL(q(z) || N(0, I)) is about 0.75 nats, so KL(q(z) || p) < 0.45
 # means a gain above 0.30 nats per training image.
-gain = _elbo_gain(x_train)
-print(f"training ELBO with your mixture of {K}: {gain:+.3f} nats per image over N(0, I)")
+gain = _elbo_gain(x_train, means, logvars, logits)
+print(f"training ELBO with your mixture of {len(means)}: {gain:+.3f} nats per image over N(0, I)")
 expect(gain > 0.30, f"the fitted prior should raise the training ELBO by more than 0.30 nats per image (KL(q(z) || p) below "
        f"0.45 nats), but it raises it by {gain:+.3f}: fit the mixture to samples of q(z) (mu + sigma * eps, not mu alone), "
        "with enough components and steps")
 passed(f"training ELBO +{gain:.3f} nats per image > 0.30")
 ### BEGIN HIDDEN TESTS
-from course_utils.priors import MixturePrior  # noqa: E402
-from course_utils.priors import surgery_terms as _reference_surgery  # noqa: E402
+@hidden_test
+def _(student):
+    from course_utils.priors import MixturePrior
+    from course_utils.priors import surgery_terms as reference
 
-_mixture = MixturePrior(8, K)
-with torch.no_grad():
-    _mixture.means.copy_(means), _mixture.logvars.copy_(logvars), _mixture.logits.copy_(logits)
-fitted = _reference_surgery(mu_train, logvar_train, _mixture.log_prob, generator=torch.Generator().manual_seed(1))
-test_gain = _elbo_gain(x_test)
-expect(test_gain > 0.1, f"the fitted prior should also raise the test ELBO (by more than 0.1 nats), got {test_gain:+.3f}")
-expect(fitted.marginal_kl < 0.5, f"hidden: KL(q(z) || p) should be below 0.5, got {fitted.marginal_kl:.3f}")
+    # the mixture the check above fitted with the student's fit_mixture_prior, judged on the grader's own VAE
+    means, logvars, logits = _mixture_params(student.value(student.fitted_mixture))
+    gain = _elbo_gain(x_train, means, logvars, logits)
+    expect(gain > 0.30, f"the fitted prior should raise the training ELBO by more than 0.30 nats per image, got {gain:+.3f}")
+    test_gain = _elbo_gain(x_test, means, logvars, logits)
+    expect(test_gain > 0.1, f"the fitted prior should also raise the test ELBO (by more than 0.1 nats), got {test_gain:+.3f}")
+    prior = MixturePrior(8, len(means)).double()
+    with torch.no_grad():
+        prior.means.copy_(means), prior.logvars.copy_(logvars), prior.logits.copy_(logits)
+    fitted = reference(mu_train, logvar_train, prior.log_prob, generator=torch.Generator().manual_seed(1))
+    expect(fitted.marginal_kl < 0.5, f"KL(q(z) || p) should be below 0.5 nats, got {fitted.marginal_kl:.3f}")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task5_text", "locked": true, "schema_version": 3, "solution": false, "task": false}

@@ -29,7 +29,8 @@
 # **How to work.** Replace every `raise NotImplementedError()` with your code and run the check cell below it: it prints
 # `✓ ...` or one line saying what was expected. Hidden checks of the same kind use other inputs. Do not rename functions
 # or delete cells; the notebook must run top to bottom in about a minute on a laptop CPU. Write tasks 1–4 yourself: do not
-# call `course_utils.metrics` or `course_utils.gan.gradient_penalty`. All divergences are in **nats** (natural logs).
+# call `course_utils.metrics` or `course_utils.gan.gradient_penalty` (the checks of tasks 2–4 tell you if you do). All
+# divergences are in **nats** (natural logs).
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math
@@ -37,7 +38,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, expect, expect_close, expect_tensor, passed
+from course_utils.checks import LocalStudent, call, expect, expect_close, expect_tensor, hidden_test, passed
 from course_utils.data import toy
 from course_utils.gan import mlp_critic, mlp_generator, mode_coverage
 
@@ -56,6 +57,53 @@ def _as_float(value, name):
     expect(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
            f"{name} should be a finite real number, got {value!r}")
     return float(value)
+
+
+# Tasks 1-4 are for you to write: this inspector runs where your function lives (your notebook; the grader's kernel)
+# and says whether it calls the library's version, directly, by another name, or through your own helper functions.
+_CALLS_LIBRARY = '''
+def calls_library(f, module, attr):
+    lib = getattr(__import__(module, fromlist=[attr]), attr)
+    seen = set()
+
+    def names(code):
+        out = set(code.co_names)
+        for c in code.co_consts:
+            if hasattr(c, "co_names"):
+                out |= names(c)
+        return out
+
+    def calls(g, depth):
+        if g is lib:
+            return True
+        code = getattr(g, "__code__", None)
+        if code is None or depth > 4 or id(g) in seen or str(getattr(g, "__module__", "")).startswith("course_utils"):
+            return False
+        seen.add(id(g))
+        glb, used = getattr(g, "__globals__", {}), names(code)
+        library = [n for n in used if n.startswith("course_utils") or
+                   (type(glb.get(n)).__name__ == "module" and str(glb[n].__name__).startswith("course_utils"))]
+        if attr in used and library:
+            return True
+        inner = [glb.get(n) for n in used if n in glb]
+        for cell in getattr(g, "__closure__", None) or ():
+            try:
+                inner.append(cell.cell_contents)
+            except ValueError:
+                pass
+        inner += list(getattr(g, "__defaults__", None) or ()) + list((getattr(g, "__kwdefaults__", None) or {}).values())
+        return any(calls(h, depth + 1) for h in inner if callable(h))
+
+    return calls(f, 0)
+'''
+
+
+def _expect_own_code(student, name, module, attr):
+    """Fail when the student's `name` calls the library's `module.attr` instead of implementing it."""
+    inspect = student.code("(lambda ns: exec(text, ns) or ns['calls_library'])({})", text=_CALLS_LIBRARY)
+    uses = call(inspect, getattr(student, name), module, attr, name=f"the inspection of {name}")
+    expect(uses is False, f"{name} calls {module}.{attr}: this task is to write it yourself (the library's version is "
+           "the lecture's reference), so replace the call with your own code")
 
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task1_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -90,7 +138,7 @@ def gan_value(p, q):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "task1_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
 def _ref_js(p, q):
     p, q = p.double(), q.double()
     m = 0.5 * (p + q)
@@ -98,8 +146,9 @@ def _ref_js(p, q):
     return 0.5 * t(p) + 0.5 * t(q)
 
 
-def _check_js(p, q, what):
-    js = _as_float(call(js_divergence, p, q), f"js_divergence for {what}")
+def _check_js(js_fn, value_fn, p, q, what):
+    """js_divergence against the reference (naming the usual slips), and gan_value = 2 JS - log 4."""
+    js = _as_float(call(js_fn, p, q, name="js_divergence"), f"js_divergence for {what}")
     ref = _ref_js(p, q)
     if ref > 1e-6:
         expect(abs(js - ref / math.log(2)) > 1e-6 or abs(js - ref) < 1e-9,
@@ -110,28 +159,42 @@ def _check_js(p, q, what):
         expect(abs(js - 2 * ref) > 1e-6, f"js_divergence for {what} is {js:.6f}, twice JS: KL(p||m) + KL(q||m) needs the factor 1/2 "
                f"on each term (JS = {ref:.6f})")
     expect(abs(js - ref) < 1e-8, f"js_divergence for {what} should be {ref:.6f} nats, got {js:.6f}")
-    v = _as_float(call(gan_value, p, q), f"gan_value for {what}")
+    v = _as_float(call(value_fn, p, q, name="gan_value"), f"gan_value for {what}")
     expect(abs(v - (2 * ref - math.log(4))) < 1e-8,
            f"gan_value for {what} should be 2 JS - log 4 = {2 * ref - math.log(4):.6f}, got {v:.6f}"
            + (" (that is JS - log 4: the value is 2 JS - log 4)" if abs(v - (ref - math.log(4))) < 1e-8 else ""))
     return js, v
 
 
+def _check_js_extremes(js_fn, value_fn, disjoint, equal):
+    """Disjoint supports: JS = log 2 and the value is 0. Equal distributions: JS = 0 and the value is -log 4."""
+    js_d, v_d = _check_js(js_fn, value_fn, *disjoint, "disjoint supports")
+    expect(abs(js_d - math.log(2)) < 1e-9 and abs(v_d) < 1e-9, "for disjoint supports JS = log 2 and the value is 0")
+    js_s, v_s = _check_js(js_fn, value_fn, equal, equal.clone(), "p = q (with a zero)")
+    expect(abs(js_s) < 1e-12 and abs(v_s + math.log(4)) < 1e-9, "for p = q, JS = 0 and the value is -log 4")
+
+
+# %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 g = torch.Generator().manual_seed(0)
 p1, q1 = torch.rand(6, generator=g, dtype=torch.float64), torch.rand(6, generator=g, dtype=torch.float64)
-js, v = _check_js(p1 / p1.sum(), q1 / q1.sum(), "two random distributions on 6 points")
+js, v = _check_js(js_divergence, gan_value, p1 / p1.sum(), q1 / q1.sum(), "two random distributions on 6 points")
 f64 = torch.float64
-js_d, v_d = _check_js(torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=f64), torch.tensor([0.0, 0.0, 0.3, 0.7], dtype=f64), "disjoint supports")
-expect(abs(js_d - math.log(2)) < 1e-9 and abs(v_d) < 1e-9, "for disjoint supports JS = log 2 and the value is 0")
-js_s, v_s = _check_js(torch.tensor([0.2, 0.0, 0.8], dtype=f64), torch.tensor([0.2, 0.0, 0.8], dtype=f64), "p = q (with a zero)")
-expect(abs(js_s) < 1e-12 and abs(v_s + math.log(4)) < 1e-9, "for p = q, JS = 0 and the value is -log 4")
+_check_js_extremes(js_divergence, gan_value,
+                   (torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=f64), torch.tensor([0.0, 0.0, 0.3, 0.7], dtype=f64)),
+                   torch.tensor([0.2, 0.0, 0.8], dtype=f64))
 passed(f"JS = {js:.4f} nats and value {v:.4f} = 2 JS - log 4; disjoint: JS = log 2; equal: value = -log 4")
 ### BEGIN HIDDEN TESTS
-g = torch.Generator().manual_seed(5)
-for K in (2, 50):
-    a, b = torch.rand(K, generator=g, dtype=f64) ** 3, torch.rand(K, generator=g, dtype=f64) ** 3
-    _ = _check_js(a / a.sum(), b / b.sum(), f"random distributions on {K} points")
-_ = _check_js(torch.tensor([1.0, 0.0], dtype=f64), torch.tensor([0.5, 0.5], dtype=f64), "a point mass against a coin")
+@hidden_test
+def _(student):
+    js_fn, value_fn, f64 = student.js_divergence, student.gan_value, torch.float64
+    g = torch.Generator().manual_seed(5)
+    for K in (2, 50):
+        a, b = torch.rand(K, generator=g, dtype=f64) ** 3, torch.rand(K, generator=g, dtype=f64) ** 3
+        _check_js(js_fn, value_fn, a / a.sum(), b / b.sum(), f"random distributions on {K} points")
+    _check_js(js_fn, value_fn, torch.tensor([1.0, 0.0], dtype=f64), torch.tensor([0.5, 0.5], dtype=f64), "a point mass against a coin")
+    _check_js_extremes(js_fn, value_fn,
+                       (torch.tensor([0.0, 0.1, 0.0, 0.9, 0.0], dtype=f64), torch.tensor([0.6, 0.0, 0.4, 0.0, 0.0], dtype=f64)),
+                       torch.tensor([0.0, 0.25, 0.0, 0.15, 0.6], dtype=f64))
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -153,21 +216,28 @@ def gradient_penalty(critic, real, fake, generator=None):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-def _linear(w):
-    lin = torch.nn.Linear(len(w), 1).double()
-    with torch.no_grad():
-        lin.weight.copy_(torch.tensor([w], dtype=torch.float64))
-    return lin
+# %% nbgrader={"grade": false, "grade_id": "task2_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Runs where gradient_penalty lives (your notebook; the grader's kernel): the penalty of the linear critic f(x) = x @ w,
+# with w trainable, and its gradient with respect to w (None when the penalty has no graph to w).
+_GP_WEIGHT_GRADIENT = """lambda gp, w, real, fake, generator: (lambda w: (lambda penalty: None
+    if not (isinstance(penalty, torch.Tensor) and penalty.requires_grad)
+    else torch.autograd.grad(penalty, w, allow_unused=True)[0])(gp(lambda x: x @ w, real, fake, generator)))(
+    w.clone().requires_grad_(True))"""
 
 
-def _check_gp(seed, B, D):
+def _check_gp(student, seed, B, D):
+    """Critics with a known gradient, so the reference holds exactly: linear f(x) = x.w + b has |grad f| = |w| at every
+    point; f(x) = |x|^2/2 has grad f = x, which needs the interpolates t drawn as the task says."""
+    _expect_own_code(student, "gradient_penalty", "course_utils.gan", "gradient_penalty")
+    gp_fn = student.gradient_penalty
     g = torch.Generator().manual_seed(seed)
     real, fake = torch.randn(B, D, generator=g, dtype=torch.float64), 3 * torch.randn(B, D, generator=g, dtype=torch.float64)
     for w, what in (([0.3, 0.4] + [0.0] * (D - 2), "|w| = 0.5 < 1"), ([3.0, 4.0] + [0.0] * (D - 2), "|w| = 5 > 1")):
-        gp = call(gradient_penalty, _linear(w), real, fake, torch.Generator().manual_seed(1), name="gradient_penalty")
+        w = torch.tensor(w, dtype=torch.float64)[torch.randperm(D, generator=g)]
+        critic = student.code("lambda x: x @ w[:, None] + b", w=w, b=torch.randn(1, generator=g, dtype=torch.float64))
+        gp = call(gp_fn, critic, real, fake, torch.Generator().manual_seed(1), name="gradient_penalty")
         expect_tensor(gp, shape=(), name="gradient_penalty(...)")
-        norm = math.sqrt(sum(x * x for x in w))
+        norm = w.norm().item()
         ref = (norm - 1) ** 2
         val = gp.item()
         expect(not (norm < 1 and abs(val) < 1e-9), f"a linear critic with {what} gets penalty {val:.4g}: that is a one-sided "
@@ -177,27 +247,34 @@ def _check_gp(seed, B, D):
                f"the penalty for {what} is {val:.4g} = (|w|^2 - 1)^2: use the norm of the gradient, not its squared norm")
         expect_close(gp, ref, atol=1e-9, name=f"gradient_penalty of a linear critic with {what} ((|w| - 1)^2)")
     # f(x) = |x|^2 / 2 has gradient x_hat: the penalty depends on where the interpolates are
-    quad = lambda x: 0.5 * (x**2).sum(1, keepdim=True)
-    gp = call(gradient_penalty, quad, real, fake, torch.Generator().manual_seed(2), name="gradient_penalty")
+    quad = student.code("lambda x: 0.5 * (x**2).sum(1, keepdim=True)")
+    gp = call(gp_fn, quad, real, fake, torch.Generator().manual_seed(2), name="gradient_penalty")
+    expect_tensor(gp, shape=(), name="gradient_penalty(...)")
     t = torch.rand(B, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     ref = ((t * real + (1 - t) * fake).norm(dim=1) - 1).pow(2).mean()
     at_real, at_fake = (real.norm(dim=1) - 1).pow(2).mean(), (fake.norm(dim=1) - 1).pow(2).mean()
     expect(abs(gp.item() - at_real.item()) > 1e-6 and abs(gp.item() - at_fake.item()) > 1e-6,
            "the penalty is evaluated at the real (or the fake) points: evaluate it at the interpolates t x + (1 - t) x_fake")
     expect_close(gp, ref.item(), atol=1e-9, name="gradient_penalty of f(x) = |x|^2/2 (gradient = the interpolate itself)")
-    critic = torch.nn.Sequential(torch.nn.Linear(D, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).double()
-    gp = call(gradient_penalty, critic, real, fake, torch.Generator().manual_seed(3), name="gradient_penalty")
-    expect(gp.requires_grad, "the penalty has no graph to the critic's parameters: use torch.autograd.grad(..., create_graph=True)")
-    grads = torch.autograd.grad(gp, list(critic.parameters()), allow_unused=True)
-    expect(grads[0] is not None and grads[0].abs().sum() > 0,
-           "the penalty sends no gradient to the critic's first layer: use create_graph=True")
+    # the penalty trains the critic: for f(x) = x @ w it is (|w| - 1)^2, whose gradient is 2 (|w| - 1) w / |w|
+    w = 0.7 * torch.randn(D, 1, generator=g, dtype=torch.float64)
+    grad_w = call(student.code(_GP_WEIGHT_GRADIENT), gp_fn, w, real, fake, torch.Generator().manual_seed(3),
+                  name="gradient_penalty")
+    expect(grad_w is not None, "the penalty has no graph to the critic's parameters: use torch.autograd.grad(..., "
+           "create_graph=True)")
+    expect(bool((grad_w != 0).any()), "the penalty sends no gradient to the critic's weights: use create_graph=True")
+    expect_close(grad_w, 2 * (w.norm() - 1) * w / w.norm(), atol=1e-9,
+                 name="the gradient of the penalty with respect to a linear critic's weights w (2 (|w| - 1) w / |w|)")
 
 
-_check_gp(0, 64, 2)
+# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+_check_gp(LocalStudent(globals()), 0, 64, 2)
 passed("two-sided, without λ, at the interpolates, and it trains the critic")
 ### BEGIN HIDDEN TESTS
-_check_gp(7, 5, 3)
-_check_gp(8, 300, 6)
+@hidden_test
+def _(student):
+    _check_gp(student, 7, 5, 3)
+    _check_gp(student, 8, 300, 6)
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -225,17 +302,22 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "task3_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
 def _rot(a):
     return torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64)
 
 
-def _check_fd_2x2(mu1, s1, mu2, s2, what):
+def _sqrt_sym(s):
+    w, v = torch.linalg.eigh(s)
+    return (v * w.clamp_min(0).sqrt()) @ v.T
+
+
+def _check_fd_2x2(fn, mu1, s1, mu2, s2, what):
     # 2x2: tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)), M = S1^1/2 S2 S1^1/2, tr M = tr(S1 S2), det M = det S1 det S2
     tr_sqrt = math.sqrt(torch.trace(s1 @ s2).item() + 2 * math.sqrt(max(torch.det(s1).item() * torch.det(s2).item(), 0.0)))
     mean_term = ((mu1 - mu2) ** 2).sum().item()
     ref = mean_term + torch.trace(s1).item() + torch.trace(s2).item() - 2 * tr_sqrt
-    fd = _as_float(call(frechet_distance, mu1, s1, mu2, s2), f"frechet_distance for {what}")
+    fd = _as_float(call(fn, mu1, s1, mu2, s2, name="frechet_distance"), f"frechet_distance for {what}")
     expect(abs(fd - math.sqrt(ref)) > 1e-6 or abs(fd - ref) < 1e-8,
            f"frechet_distance for {what} is {fd:.6f} = the square root of the answer: FID is the squared W2, {ref:.6f}")
     expect(abs(fd - (ref - mean_term)) > 1e-6 or mean_term == 0,
@@ -248,32 +330,51 @@ def _check_fd_2x2(mu1, s1, mu2, s2, what):
     return fd
 
 
-def _sqrt_sym(s):
-    w, v = torch.linalg.eigh(s)
-    return (v * w.clamp_min(0).sqrt()) @ v.T
+def _check_fd_singular(fn, D, rank, seed):
+    """A rank-deficient covariance in D dimensions: 0 to itself (never negative), and in [0, tr S1 + tr S2] rotated."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(D, rank, generator=g, dtype=torch.float64)
+    sing = a @ a.T
+    qm, _ = torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))
+    same = _as_float(call(fn, torch.zeros(D, dtype=torch.float64), sing, torch.zeros(D, dtype=torch.float64), sing.clone(),
+                          name="frechet_distance"), "frechet_distance(N(0, S), N(0, S))")
+    expect(0 <= same < 1e-6, f"the distance of a singular Gaussian to itself should be 0 (and never negative), got {same:.3g}")
+    rotated = _as_float(call(fn, torch.zeros(D, dtype=torch.float64), sing, torch.zeros(D, dtype=torch.float64), qm @ sing @ qm.T,
+                             name="frechet_distance"), "frechet_distance for rotated singular covariances")
+    bound = 2 * torch.linalg.eigvalsh(sing).clamp_min(0).sum().item()
+    expect(0 <= rotated <= bound + 1e-9, f"for two rank-{rank} covariances the distance must lie in [0, tr S1 + tr S2], got {rotated}")
+    return same, rotated
 
 
+# %% nbgrader={"grade": true, "grade_id": "task3_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+_expect_own_code(LocalStudent(globals()), "frechet_distance", "course_utils.metrics", "frechet_distance")
 s1 = torch.tensor([[3.0, 0.0], [0.0, 0.2]], dtype=torch.float64)
 s2 = _rot(0.7) @ torch.diag(torch.tensor([2.0, 0.05], dtype=torch.float64)) @ _rot(0.7).T
-fd = _check_fd_2x2(torch.tensor([0.3, -1.0], dtype=torch.float64), s1, torch.tensor([1.0, 0.5], dtype=torch.float64), s2,
-                   "two non-commuting 2x2 covariances")
-g = torch.Generator().manual_seed(0)
-a = torch.randn(12, 2, generator=g, dtype=torch.float64)
-sing = a @ a.T                                                  # rank 2 in 12-D: nearly singular
-qm, _ = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=torch.float64))
-same = _as_float(call(frechet_distance, torch.zeros(12), sing, torch.zeros(12), sing.clone()), "frechet_distance(N(0, S), N(0, S))")
-expect(0 <= same < 1e-6, f"the distance of a singular Gaussian to itself should be 0 (and never negative), got {same:.3g}")
-rotated = _as_float(call(frechet_distance, torch.zeros(12), sing, torch.zeros(12), qm @ sing @ qm.T),
-                    "frechet_distance for rotated singular covariances")
-ev = torch.linalg.eigvalsh(sing).clamp_min(0)
-expect(0 <= rotated <= 2 * ev.sum().item() + 1e-9, f"for two rank-2 covariances the distance must lie in [0, tr S1 + tr S2], got {rotated}")
+fd = _check_fd_2x2(frechet_distance, torch.tensor([0.3, -1.0], dtype=torch.float64), s1, torch.tensor([1.0, 0.5], dtype=torch.float64),
+                   s2, "two non-commuting 2x2 covariances")
+same, rotated = _check_fd_singular(frechet_distance, 12, 2, 0)
 passed(f"2x2 non-commuting: {fd:.4f}; singular 12-D: {same:.1e} to itself, {rotated:.4f} rotated")
 ### BEGIN HIDDEN TESTS
-_ = _check_fd_2x2(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64) * 2, torch.ones(2, dtype=torch.float64),
-              _rot(1.1) @ torch.diag(torch.tensor([0.5, 1e-6], dtype=torch.float64)) @ _rot(1.1).T, "a nearly singular pair")
-_ = _check_fd_2x2(torch.tensor([2.0, 0.0], dtype=torch.float64), torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64)),
-              torch.tensor([0.0, 0.0], dtype=torch.float64), _rot(0.3) @ torch.diag(torch.tensor([9.0, 0.1], dtype=torch.float64)) @ _rot(0.3).T,
-              "a second non-commuting pair")
+@hidden_test
+def _(student):
+    from course_utils.metrics import frechet_distance as reference
+
+    _expect_own_code(student, "frechet_distance", "course_utils.metrics", "frechet_distance")
+    fn, f64 = student.frechet_distance, torch.float64
+    _check_fd_2x2(fn, torch.zeros(2, dtype=f64), torch.eye(2, dtype=f64) * 2, torch.ones(2, dtype=f64),
+                  _rot(1.1) @ torch.diag(torch.tensor([0.5, 1e-6], dtype=f64)) @ _rot(1.1).T, "a nearly singular pair")
+    _check_fd_2x2(fn, torch.tensor([2.0, 0.0], dtype=f64), torch.diag(torch.tensor([1.0, 4.0], dtype=f64)),
+                  torch.tensor([0.0, 0.0], dtype=f64), _rot(0.3) @ torch.diag(torch.tensor([9.0, 0.1], dtype=f64)) @ _rot(0.3).T,
+                  "a second non-commuting pair")
+    _check_fd_singular(fn, 10, 3, 11)
+    g = torch.Generator().manual_seed(12)
+    for D in (3, 7):   # non-commuting covariances in higher dimension, against the library's value computed here
+        a, b = torch.randn(D, D, generator=g, dtype=f64), torch.randn(D, D, generator=g, dtype=f64)
+        mu1, mu2 = torch.randn(D, generator=g, dtype=f64), torch.randn(D, generator=g, dtype=f64)
+        s1, s2 = a @ a.T + 0.1 * torch.eye(D, dtype=f64), b @ b.T / D
+        ref = reference(mu1, s1, mu2, s2)
+        fd = _as_float(call(fn, mu1, s1, mu2, s2, name="frechet_distance"), f"frechet_distance in {D}-D")
+        expect(abs(fd - ref) < 1e-7 * (1 + ref), f"frechet_distance for two {D}-D Gaussians should be {ref:.6f}, got {fd:.6f}")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -301,7 +402,7 @@ def precision_recall(real, fake, k=3):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "task4_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
 def _line(*xs):
     return torch.tensor([[x, 0.0] for x in xs], dtype=torch.float64)
 
@@ -311,8 +412,8 @@ def _pair(out, what):
     return tuple(_as_float(v, n) for v, n in zip(out, ("precision", "recall")))
 
 
-def _check_pr(real, fake, k, expected, what, hints=()):
-    got = _pair(call(precision_recall, real, fake, k), what)
+def _check_pr(fn, real, fake, k, expected, what, hints=()):
+    got = _pair(call(fn, real, fake, k, name="precision_recall"), what)
     for cond, message in hints:
         expect(not (abs(got[0] - cond[0]) < 1e-9 and abs(got[1] - cond[1]) < 1e-9) or
                (abs(cond[0] - expected[0]) < 1e-9 and abs(cond[1] - expected[1]) < 1e-9), f"{what}: got {got}; {message}")
@@ -320,31 +421,54 @@ def _check_pr(real, fake, k, expected, what, hints=()):
            f"{what}: (precision, recall) should be ({expected[0]:.4f}, {expected[1]:.4f}), got ({got[0]:.4f}, {got[1]:.4f})")
 
 
-_check_pr(_line(0, 1, 2, 3), _line(0.5, 1.5, 10), 1, (2 / 3, 1.0), "real {0, 1, 2, 3}, fake {0.5, 1.5, 10}, k = 1",
+def _check_pr_tight_in_wide(fn, wide, tight):
+    """A tight fake cluster inside a wide real cloud: realistic samples (high precision) that miss most of the data."""
+    prec, rec = _pair(call(fn, wide, tight, 3, name="precision_recall"), "a tight fake cluster inside a wide real cloud")
+    expect(not (prec < 0.3 and rec > 0.9), f"precision and recall are swapped: a tight fake cluster inside a wide real cloud has "
+           f"high precision (its points are realistic) and low recall (it misses most of the data); you returned ({prec:.3f}, {rec:.3f})")
+    expect(prec > 0.95 and rec < 0.2, f"a tight fake cluster inside a wide real cloud: expected precision > 0.95 and recall < 0.2, "
+           f"got ({prec:.3f}, {rec:.3f})")
+    return prec, rec
+
+
+# %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+_expect_own_code(LocalStudent(globals()), "precision_recall", "course_utils.metrics", "precision_recall")
+_check_pr(precision_recall, _line(0, 1, 2, 3), _line(0.5, 1.5, 10), 1, (2 / 3, 1.0), "real {0, 1, 2, 3}, fake {0.5, 1.5, 10}, k = 1",
           hints=[((1.0, 2 / 3), "precision and recall are swapped: precision is about the fake points"),
                  ((0.0, 0.0), "every radius is 0: the nearest neighbour of a point in its own set is itself; skip it")])
 # by hand, k = 1: real radii 1, 1: fake 2 is exactly at distance 1 from real 1 (inside, since <=), 2.5 and 40 are not.
 # fake radii 0.5, 0.5, 37.5: real 0 and 1 are 2 and 1 from fake 2 (> 0.5), and 40 and 39 from fake 40 (> 37.5): recall 0.
-_check_pr(_line(0, 1), _line(2, 2.5, 40), 1, (1 / 3, 0.0), "real {0, 1}, fake {2, 2.5, 40}, k = 1",
+_check_pr(precision_recall, _line(0, 1), _line(2, 2.5, 40), 1, (1 / 3, 0.0), "real {0, 1}, fake {2, 2.5, 40}, k = 1",
           hints=[((0.0, 0.0), "a point exactly on a ball's boundary counts as inside (use <=, not <)"),
                  ((0.0, 1 / 3), "precision and recall look swapped, and the boundary needs <=")])
-_check_pr(_line(0, 2, 5, 9), _line(1, 3, 6, 7), 2, (1.0, 1.0), "real {0, 2, 5, 9}, fake {1, 3, 6, 7}, k = 2",
+_check_pr(precision_recall, _line(0, 2, 5, 9), _line(1, 3, 6, 7), 2, (1.0, 1.0), "real {0, 2, 5, 9}, fake {1, 3, 6, 7}, k = 2",
           hints=[((1.0, 0.75), "you used the (k-1)-th neighbour: the point itself is not one of its k nearest neighbours")])
 g = torch.Generator().manual_seed(0)
-wide, tight = 3.0 * torch.randn(800, 2, generator=g, dtype=torch.float64), 0.3 * torch.randn(800, 2, generator=g, dtype=torch.float64)
-prec, rec = _pair(call(precision_recall, wide, tight, 3), "a tight fake cluster inside a wide real cloud")
-expect(not (prec < 0.3 and rec > 0.9), f"precision and recall are swapped: a tight fake cluster inside a wide real cloud has "
-       f"high precision (its points are realistic) and low recall (it misses most of the data); you returned ({prec:.3f}, {rec:.3f})")
-expect(prec > 0.95 and rec < 0.2, f"a tight fake cluster inside a wide real cloud: expected precision > 0.95 and recall < 0.2, "
-       f"got ({prec:.3f}, {rec:.3f})")
+prec, rec = _check_pr_tight_in_wide(precision_recall, 3.0 * torch.randn(800, 2, generator=g, dtype=torch.float64),
+                                    0.3 * torch.randn(800, 2, generator=g, dtype=torch.float64))
 passed(f"tight cluster in a wide cloud: precision {prec:.3f}, recall {rec:.3f}; hand-worked sets agree")
 ### BEGIN HIDDEN TESTS
-_check_pr(_line(0, 1, 2, 3), _line(0.5, 1.5, 10), 2, (2 / 3, 1.0), "hidden: k = 2")
-_check_pr(_line(0.5, 1.5, 10), _line(0, 1, 2, 3), 1, (1.0, 2 / 3), "hidden: the sets exchanged")
-g = torch.Generator().manual_seed(9)
-cloud = torch.randn(500, 3, generator=g, dtype=torch.float64)
-p_same, r_same = _pair(call(precision_recall, cloud, torch.randn(500, 3, generator=g, dtype=torch.float64), 5), "hidden: same law")
-expect(p_same > 0.85 and r_same > 0.85, f"hidden: two samples of one law should give high precision and recall, got {p_same}, {r_same}")
+@hidden_test
+def _(student):
+    from course_utils.metrics import precision_recall as reference
+
+    _expect_own_code(student, "precision_recall", "course_utils.metrics", "precision_recall")
+    fn, f64 = student.precision_recall, torch.float64
+    _check_pr(fn, _line(0, 1, 2, 3), _line(0.5, 1.5, 10), 2, (2 / 3, 1.0), "real {0, 1, 2, 3}, fake {0.5, 1.5, 10}, k = 2")
+    _check_pr(fn, _line(0.5, 1.5, 10), _line(0, 1, 2, 3), 1, (1.0, 2 / 3), "the sets exchanged, k = 1")
+    _check_pr(fn, _line(0, 3), _line(1, 1.5, 4, 9), 1, (0.75, 0.5), "real {0, 3}, fake {1, 1.5, 4, 9}, k = 1")
+    # by hand, k = 1: real radii 2, 2: fake 4 lies exactly on the boundary of real 2's ball (inside); all real points
+    # are inside the fake balls (radii 3). A strict < gives (1/3, 1).
+    _check_pr(fn, _line(0, 2), _line(4, 1, 7), 1, (2 / 3, 1.0), "real {0, 2}, fake {4, 1, 7}, k = 1",
+              hints=[((1 / 3, 1.0), "a point exactly on a ball's boundary counts as inside (use <=, not <)")])
+    g = torch.Generator().manual_seed(9)
+    _check_pr_tight_in_wide(fn, 2.0 * torch.randn(600, 3, generator=g, dtype=f64), 0.2 * torch.randn(500, 3, generator=g, dtype=f64))
+    cloud = torch.randn(500, 3, generator=g, dtype=f64)
+    p_same, r_same = _pair(call(fn, cloud, torch.randn(500, 3, generator=g, dtype=f64), 5, name="precision_recall"), "same law")
+    expect(p_same > 0.85 and r_same > 0.85, f"two samples of one law should give high precision and recall, got {p_same}, {r_same}")
+    for k, (real, fake) in ((4, (torch.randn(300, 2, generator=g, dtype=f64), 0.5 + 0.8 * torch.randn(200, 2, generator=g, dtype=f64))),
+                            (2, (torch.rand(100, 5, generator=g, dtype=f64), torch.rand(150, 5, generator=g, dtype=f64) ** 2))):
+        _check_pr(fn, real, fake, k, reference(real, fake, k), f"{len(real)} real and {len(fake)} fake points, k = {k}")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task5_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -382,22 +506,50 @@ def train_wgan_gp(steps=300, d_steps=5, seed=0):
     ### END SOLUTION
 
 
+# %% nbgrader={"grade": false, "grade_id": "task5_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Runs where the generator lives (your notebook; the grader's kernel): its parameters, by name.
+_PARAMETERS = "lambda m: {name: p.detach().clone() for name, p in m.named_parameters()}"
+
+
+def _check_generator(student, G, seed, n):
+    """G must be the network mlp_generator(2, 2, 64, 3) builds, with its own (trained) parameters, and its samples must be
+    that network's outputs on the latents; the mode coverage is measured on the network rebuilt here from them."""
+    net = mlp_generator(2, 2, 64, 3)
+    kind, got = f"{type(net).__module__}.{type(net).__qualname__}", student.type_name(G)
+    expect(got == kind, f"train_wgan_gp should return the generator that mlp_generator(2, 2, 64, 3) builds (a {kind}), "
+           f"trained; it returned a {got}")
+    z = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        s = call(G, z, name="your generator")
+    expect_tensor(s, shape=(n, 2), name="generator samples")
+    params = call(student.code(_PARAMETERS), G, name="the generator's parameters")
+    shapes = {k: tuple(v.shape) for k, v in net.named_parameters()}
+    expect(isinstance(params, dict) and all(isinstance(v, torch.Tensor) for v in params.values())
+           and {k: tuple(v.shape) for k, v in params.items()} == shapes,
+           "the generator should have the trainable parameters of mlp_generator(2, 2, 64, 3) "
+           f"({', '.join(f'{k} {list(v)}' for k, v in shapes.items())})")
+    net.load_state_dict({k: v.float() for k, v in params.items()})
+    with torch.no_grad():
+        own = net(z)
+    expect(torch.isfinite(own).all() and (s.float() - own).abs().max().item() < 1e-4,
+           "the samples are not the outputs of the generator's own network on the latents: train_wgan_gp should return "
+           "the trained generator itself, not a module that samples the data some other way")
+    cov = mode_coverage(own, eight.centers, eight.std)
+    expect(cov["modes"] > 1, f"mode collapse: your generator covers {cov['modes']} of 8 modes (per-mode counts "
+           f"{cov['counts'].tolist()}); check the critic's sign and the penalty, and train longer")
+    expect(cov["modes"] >= 6, f"your generator covers {cov['modes']} of 8 modes (high-quality share {cov['high_quality']:.2f}); "
+           "at least 6 are needed: train longer, or with more critic steps per generator step")
+    return cov
+
+
 # %% nbgrader={"grade": true, "grade_id": "task5_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 G_trained = call(train_wgan_gp, name="train_wgan_gp")
-expect(isinstance(G_trained, torch.nn.Module), f"train_wgan_gp should return the generator (an nn.Module), got {type(G_trained).__name__}")
-with torch.no_grad():
-    s = call(G_trained, torch.randn(2000, 2, generator=torch.Generator().manual_seed(1)), name="your generator")
-expect_tensor(s, shape=(2000, 2), name="generator samples")
-cov = mode_coverage(s, eight.centers, eight.std)
-expect(cov["modes"] > 1, f"mode collapse: your generator covers {cov['modes']} of 8 modes (per-mode counts {cov['counts'].tolist()}); "
-       "check the critic's sign and the penalty, and train longer")
-expect(cov["modes"] >= 6, f"your generator covers {cov['modes']} of 8 modes (high-quality share {cov['high_quality']:.2f}); "
-       "at least 6 are needed: train longer, or with more critic steps per generator step")
+cov = _check_generator(LocalStudent(globals()), G_trained, 1, 2000)
 passed(f"{cov['modes']} of 8 modes covered, {cov['high_quality']:.0%} high-quality samples")
 ### BEGIN HIDDEN TESTS
-with torch.no_grad():
-    s2 = G_trained(torch.randn(4000, 2, generator=torch.Generator().manual_seed(2)))
-expect(mode_coverage(s2, eight.centers, eight.std)["modes"] >= 6, "hidden: on other latents, fewer than 6 modes are covered")
+@hidden_test
+def _(student):
+    _check_generator(student, student.G_trained, 2, 4000)   # the generator the check above trained, on fresh latents
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task6_text", "locked": true, "schema_version": 3, "solution": false, "task": false}

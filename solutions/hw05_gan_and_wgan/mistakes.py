@@ -68,6 +68,12 @@ def gradient_penalty(critic, real, fake, generator=None):
     grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat)
     return (grad.norm(dim=1) - 1).pow(2).mean()
 '''),
+    dict(task="task2", name="a wrapper of the library's gradient_penalty", says="write it yourself", code='''
+from course_utils import gan as _gan
+
+def gradient_penalty(critic, real, fake, generator=None):
+    return _gan.gradient_penalty(critic, real, fake, generator)
+'''),
     # --- task 3: Fréchet distance ---
     dict(task="task3", name="square root of FD (W2 instead of W2^2)", says="squared W2", code='''
 def frechet_distance(mu1, sigma1, mu2, sigma2):
@@ -105,6 +111,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     w = torch.linalg.eigvals(s1 @ s2)
     return ((mu1 - mu2) ** 2).sum() + torch.trace(s1) + torch.trace(s2) - 2 * w.sqrt().sum()
 '''),
+    dict(task="task3", name="the library's frechet_distance itself", says="write it yourself", code='''
+from course_utils.metrics import frechet_distance
+'''),
     # --- task 4: precision and recall ---
     dict(task="task4", name="precision and recall swapped", says="swapped", code='''
 def precision_recall(real, fake, k=3):
@@ -127,23 +136,44 @@ def precision_recall(real, fake, k=3):
     inside = lambda p, c: (torch.cdist(p, c) <= radii(c)[None, :]).any(1).double().mean().item()
     return inside(fake, real), inside(real, fake)
 '''),
-    # --- task 5: WGAN-GP (cheap stand-ins for failed trainings) ---
+    dict(task="task4", name="a wrapper of the library's precision_recall", says="write it yourself", code='''
+def precision_recall(real, fake, k=3):
+    import course_utils.metrics
+    return course_utils.metrics.precision_recall(real, fake, k)
+'''),
+    # --- task 5: WGAN-GP (cheap stand-ins for failed trainings, and modules that are not the trained generator) ---
     dict(task="task5", name="an untrained generator", says="modes", code='''
 def train_wgan_gp(steps=300, d_steps=5, seed=0):
     seed_everything(seed)
     return mlp_generator(2, 2, 64, 3)
 '''),
     dict(task="task5", name="complete mode collapse", says="mode collapse", code='''
-class _Collapsed(torch.nn.Module):
-    def forward(self, z):
-        return eight.centers[0].float() + 0.05 * z
-
 def train_wgan_gp(steps=300, d_steps=5, seed=0):
-    return _Collapsed()
+    seed_everything(seed)
+    G = mlp_generator(2, 2, 64, 3)
+    with torch.no_grad():                 # every latent lands next to one centre
+        G[-1].weight.mul_(0.01)
+        G[-1].bias.copy_(eight.centers[0].float())
+    return G
 '''),
     dict(task="task5", name="returns the critic instead of the generator", says="shape", code='''
 def train_wgan_gp(steps=300, d_steps=5, seed=0):
     seed_everything(seed)
     return mlp_critic(2, 64, 3)
+'''),
+    dict(task="task5", name="a module that returns draws of the true data", says="mlp_generator(2, 2, 64, 3) builds", code='''
+class _TrueSampler(torch.nn.Module):
+    def forward(self, z):
+        return eight.sample((len(z),)).float()
+
+def train_wgan_gp(steps=300, d_steps=5, seed=0):
+    return _TrueSampler()
+'''),
+    dict(task="task5", name="an mlp_generator whose forward draws the true data", says="not the outputs of the generator's own network",
+         code='''
+def train_wgan_gp(steps=300, d_steps=5, seed=0):
+    G = mlp_generator(2, 2, 64, 3)
+    G.forward = lambda z: eight.sample((len(z),)).float()
+    return G
 '''),
 ]
