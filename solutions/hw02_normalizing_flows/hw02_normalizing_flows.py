@@ -38,7 +38,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
+from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, hidden_test, passed
 from course_utils.data import toy
 from course_utils.flows import MADE, AffineCoupling, Flow, jacobian_log_det, randomize_, realnvp, standardize
 from course_utils.training import fit
@@ -125,8 +125,53 @@ def _check_coupling(mask, dtype=torch.float32, seed=0):
 _check_coupling(torch.tensor([1.0, 0.0, 1.0, 0.0]))
 passed("coupling layer: kept coordinates unchanged, round trip, and both log-dets equal the autograd Jacobian's")
 ### BEGIN HIDDEN TESTS
-for k, m in enumerate(([0.0, 1.0], [1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 1.0, 1.0])):
-    _check_coupling(torch.tensor(m), dtype=torch.float64, seed=10 + k)
+@hidden_test
+def _(student):
+    # the layer gets conditioner weights drawn here (load_state_dict), so every reference is computed from them here
+    g = torch.Generator().manual_seed(111)
+    for mask in ([0.0, 1.0], [1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 1.0, 1.0]):
+        m = torch.tensor(mask, dtype=torch.float64)
+        d, free, keep = len(m), 1 - m, m.bool()
+        w0, b0 = 0.6 * torch.randn(64, d, generator=g, dtype=torch.float64), 0.3 * torch.randn(64, generator=g, dtype=torch.float64)
+        w2, b2 = 0.4 * torch.randn(2 * d, 64, generator=g, dtype=torch.float64), 0.3 * torch.randn(2 * d, generator=g, dtype=torch.float64)
+        layer = call(student.AffineCouplingLayer, m, name=f"AffineCouplingLayer({mask})")
+        call(layer.double, name="AffineCouplingLayer.double")
+        call(layer.load_state_dict, {"mask": m, "net.0.weight": w0, "net.0.bias": b0, "net.2.weight": w2, "net.2.bias": b2},
+             name="AffineCouplingLayer.load_state_dict (keep the given conditioner `net`)")
+
+        def conditioner(v):  # the given scale_and_shift with these weights
+            s, t = (torch.tanh(v @ w0.T + b0) @ w2.T + b2).chunk(2, dim=-1)
+            return torch.tanh(s), t
+
+        def coupling(v):  # the map forward should compute
+            s, t = conditioner(v * m)
+            return v * m + free * (v * s.exp() + t)
+
+        x = 1.5 * torch.randn(32, d, generator=g, dtype=torch.float64)
+        s, t = conditioner(x * m)
+        s_all, t_all = conditioner(x)
+        z_ref, ld_ref = coupling(x), jacobian_log_det(coupling, x)
+        fwd = call(layer.forward, x, name="AffineCouplingLayer.forward")
+        expect(isinstance(fwd, tuple) and len(fwd) == 2, "forward(x) should return a pair (z, log_det)")
+        z, ld = fwd
+        expect_tensor(z, shape=(32, d), name=f"z from forward with mask {mask}")
+        expect_tensor(ld, shape=(32,), name=f"log_det from forward with mask {mask}")
+        expect_close(z[:, keep], x[:, keep], atol=1e-12, name="the kept coordinates of z (they must pass unchanged)")
+        diagnose(z, {"the conditioner must see only the kept coordinates: call scale_and_shift(mask * x), not scale_and_shift(x)":
+                     x * m + free * (x * s_all.exp() + t_all)}, atol=1e-9)
+        expect_close(z, z_ref, atol=1e-9, name=f"z from forward with mask {mask}")
+        diagnose(ld, {"the forward log-det sums s over every coordinate; only the transformed ones (1 - mask) scale": s.sum(-1),
+                      "the forward log-det has the wrong sign: z = x * exp(s) + t gives log|dz/dx| = +sum of s": -ld_ref},
+                 atol=1e-9)
+        expect_close(ld, ld_ref, atol=1e-9, name=f"forward log_det with mask {mask} (log|det| of the coupling's Jacobian)")
+        inv = call(layer.inverse, z_ref, name="AffineCouplingLayer.inverse")
+        expect(isinstance(inv, tuple) and len(inv) == 2, "inverse(z) should return a pair (x, log_det)")
+        x_back, ld_inv = inv
+        expect_tensor(x_back, shape=(32, d), name=f"x from inverse with mask {mask}")
+        diagnose(ld_inv, {"the inverse log-det should be minus the forward one (log|dx/dz| = -sum of s), not equal to it":
+                          ld_ref}, atol=1e-9)
+        expect_close(x_back, x, atol=1e-9, name=f"inverse(forward(x)) with mask {mask} (the round trip)")
+        expect_close(ld_inv, -ld_ref, atol=1e-9, name=f"inverse log_det with mask {mask} (log|det| of the inverse's Jacobian)")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -153,9 +198,10 @@ def made_masks(dim, hidden):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-def _check_masks(dim, hidden):
-    masks = call(made_masks, dim, list(hidden))
+# %% nbgrader={"grade": false, "grade_id": "task2_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_masks(made_masks, dim, hidden):
+    """Check the masks that `made_masks(dim, hidden)` returns: shapes, 0/1 entries, cycling degrees, and the paths."""
+    masks = call(made_masks, dim, list(hidden), name="made_masks")
     expect(isinstance(masks, (list, tuple)) and len(masks) == len(hidden) + 1,
            f"made_masks({dim}, {list(hidden)}) should return {len(hidden) + 1} masks, one per weight matrix")
     shapes = [(h, d) for d, h in zip([dim, *hidden], [*hidden, dim])]
@@ -179,12 +225,39 @@ def _check_masks(dim, hidden):
     expect((paths[lower] > 0).all(), f"an output cannot see some earlier input (dim={dim}, hidden={list(hidden)})")
 
 
-_check_masks(3, [8, 8])
-_check_masks(6, [5, 7])
+# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+_check_masks(made_masks, 3, [8, 8])
+_check_masks(made_masks, 6, [5, 7])
 passed("output i is connected to exactly the inputs before it")
 ### BEGIN HIDDEN TESTS
-for dim, hidden in ((2, [4]), (5, [16]), (6, [12, 12, 12]), (8, [7, 7])):
-    _check_masks(dim, hidden)
+@hidden_test
+def _(student):
+    for dim, hidden in ((2, [4]), (5, [16]), (6, [12, 12, 12]), (8, [7, 7])):
+        _check_masks(student.made_masks, dim, hidden)
+    # the same property seen from outputs: a network with the student's masks and random weights (built here);
+    # changing input i must leave outputs 1..i unchanged and change every later output
+    g = torch.Generator().manual_seed(121)
+    dim, hidden = 5, [9, 11]
+    masks = call(student.made_masks, dim, hidden, name="made_masks")
+    layers = [(torch.randn(mk.shape, generator=g, dtype=torch.float64) * mk.double(),
+               0.1 * torch.randn(mk.shape[0], generator=g, dtype=torch.float64)) for mk in masks]
+
+    def net(h):
+        for k, (w, b) in enumerate(layers):
+            h = h @ w.T + b
+            h = torch.tanh(h) if k < len(layers) - 1 else h
+        return h
+
+    x = torch.randn(16, dim, generator=g, dtype=torch.float64)
+    for i in range(dim):
+        moved = x.clone()
+        moved[:, i] += 1 + torch.rand(16, generator=g, dtype=torch.float64)
+        changed = (net(moved) - net(x)).abs() > 1e-12
+        early = [j + 1 for j in range(i + 1) if changed[:, j].any()]
+        expect(not early, f"changing input {i + 1} changes output(s) {early} of a network with your masks (dim={dim}, "
+               f"hidden={hidden}): output j may depend on inputs before j only")
+        expect(changed[:, i + 1:].all(), f"changing input {i + 1} leaves a later output unchanged in a network with your "
+               f"masks (dim={dim}, hidden={hidden}): output j should see every input before j")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -247,8 +320,65 @@ def _check_maf(dim, dtype=torch.float32, seed=0):
 _check_maf(3)
 passed("MAF: one pass for the density, the log-det equals autograd's, and sampling inverts it")
 ### BEGIN HIDDEN TESTS
-for k, dim in enumerate((2, 5, 7)):
-    _check_maf(dim, dtype=torch.float64, seed=20 + k)
+@hidden_test
+def _(student):
+    # `made` is a MADE built here; the student's functions get a copy as code their kernel builds from its weights.
+    # The copy for maf_forward raises on a second call, so "one pass" is checked from the outcome.
+    source = ("lambda h: (calls.append(1) if len(calls) < most else (_ for _ in ()).throw(RuntimeError("
+              "'made was called a second time: maf_forward should call made once (the density is one pass)')), "
+              "(lambda o: (o[..., :D], o[..., D:]))(torch.relu(torch.relu(h @ A0 + c0) @ A1 + c1) @ A2 + c2))[1]")
+    g = torch.Generator().manual_seed(131)
+    for k, dim in enumerate((2, 5, 7)):
+        made = randomize_(MADE(dim, hidden=(32, 32)), scale=0.3, seed=20 + k).double()
+        weights = {}
+        for j, layer in enumerate(made.net[::2]):
+            weights[f"A{j}"], weights[f"c{j}"] = (layer.weight * layer.mask).T.detach(), layer.bias.detach()
+
+        def maf(x):  # the reference z and log-det, computed here
+            mu, alpha = made(x)
+            return (x - mu) * torch.exp(-alpha), -alpha.sum(-1)
+
+        x = torch.randn(8, dim, generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            mu, alpha = made(x)
+            z_ref, ld_ref = maf(x)
+        out = call(student.maf_forward, student.code(source, most=1, calls=[], D=dim, **weights), x, name="maf_forward")
+        expect(isinstance(out, tuple) and len(out) == 2, "maf_forward should return a pair (z, log_det)")
+        z, ld = out
+        expect_tensor(z, shape=(8, dim), name=f"z from maf_forward in D={dim}")
+        expect_tensor(ld, shape=(8,), name=f"log_det from maf_forward in D={dim}")
+        diagnose(z, {"maf_forward multiplies by exp(alpha); mapping data to base divides: z = (x - mu) * exp(-alpha)":
+                     (x - mu) * alpha.exp()}, atol=1e-9)
+        diagnose(ld, {"maf_forward's log-det has the wrong sign: z = (x - mu) * exp(-alpha) gives log|dz/dx| = -sum of alpha":
+                      alpha.sum(-1)}, atol=1e-9)
+        expect_close(z, z_ref, atol=1e-9, name=f"z from maf_forward in D={dim}")
+        expect_close(ld, jacobian_log_det(lambda v: maf(v[None])[0][0], x), atol=1e-9,
+                     name=f"maf_forward log_det in D={dim} (log|det| of the MAF's Jacobian)")
+        # autoregressive, seen from outputs: changing x_i leaves z_j, j < i, unchanged
+        moved = x.repeat(dim, 1)
+        moved[torch.arange(dim * 8), torch.arange(dim).repeat_interleave(8)] += 1.0
+        z_moved = call(student.maf_forward, student.code(source, most=1, calls=[], D=dim, **weights), moved,
+                       name="maf_forward")[0]
+        expect_tensor(z_moved, shape=(dim * 8, dim), name=f"z from maf_forward in D={dim}")
+        for i in range(dim):
+            expect(((z_moved[8 * i:8 * (i + 1), :i] - z[:, :i]).abs() < 1e-10).all(),
+                   f"changing x_{i + 1} changes an earlier z_j in maf_forward: z_j may depend on x_1..x_j only")
+        # sampling: D passes of made on the partial x; changing z_i leaves x_j, j < i, unchanged
+        x_back = call(student.maf_inverse, student.code(source, most=10**6, calls=[], D=dim, **weights), z_ref,
+                      name="maf_inverse")
+        expect_tensor(x_back, shape=(8, dim), name=f"x from maf_inverse in D={dim}")
+        expect_close(x_back, x, atol=1e-9, name=f"maf_inverse(maf_forward(x)) in D={dim} (the round trip)")
+        moved = z_ref.repeat(dim, 1)
+        moved[torch.arange(dim * 8), torch.arange(dim).repeat_interleave(8)] += 1.0
+        x_moved = call(student.maf_inverse, student.code(source, most=10**6, calls=[], D=dim, **weights), moved,
+                       name="maf_inverse")
+        expect_tensor(x_moved, shape=(dim * 8, dim), name=f"x from maf_inverse in D={dim}")
+        with torch.no_grad():
+            z_back = maf(x_moved)[0]
+        expect_close(z_back, moved, atol=1e-9, name=f"maf_forward(maf_inverse(z)) in D={dim} (the round trip)")
+        for i in range(dim):
+            expect(((x_moved[8 * i:8 * (i + 1), :i] - x[:, :i]).abs() < 1e-10).all(),
+                   f"changing z_{i + 1} changes an earlier x_j in maf_inverse: x_j may depend on z_1..z_j only")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -302,10 +432,22 @@ print(f"test NLL {-log_q.mean().item():.4f} nats, KL gap {gap:.4f} nats")
 expect(gap < 0.15, f"the KL gap should be below 0.15 nats, but it is {gap:.4f}: more layers, steps or a better learning rate")
 passed(f"KL gap {gap:.4f} < 0.15 nats")
 ### BEGIN HIDDEN TESTS
-with torch.no_grad():
+@hidden_test
+def _(student):
+    model = student.model  # the flow the check above trained with the student's train_coupling_flow
+    kinds = call(student.code("lambda m: [f'{type(x).__module__}.{type(x).__qualname__}' for x in m.modules()] "
+                              "if isinstance(m, torch.nn.Module) and hasattr(m, 'log_prob') else None"), model,
+                 name="the model's modules")
+    expect(kinds is not None, "train_coupling_flow should return a model (an nn.Module) with a .log_prob(x) method")
+    expect(any(k == "course_utils.flows.AffineCoupling" or k.endswith(".AffineCouplingLayer") for k in kinds),
+           "the model should contain coupling layers (AffineCouplingLayer or course_utils.flows.AffineCoupling)")
     _, x_fresh, log_p_fresh = _moons(7, 0, 50000)
-    kl = (log_p_fresh - call(model.log_prob, x_fresh, name="model.log_prob")).mean().item()
-expect(math.isfinite(kl) and kl < 0.18, f"on fresh data from the target, KL(p||q) should be below 0.18 nats, got {kl:.4f}")
+    log_q = call(model.log_prob, x_fresh, name="model.log_prob")
+    expect_tensor(log_q, shape=(len(x_fresh),), name="model.log_prob(x)")
+    expect((log_q - log_p_fresh).abs().max().item() > 1e-5,
+           "train_coupling_flow returned the true moons density itself, not a model fitted to x_train")
+    kl = (log_p_fresh - log_q).mean().item()
+    expect(math.isfinite(kl) and kl < 0.18, f"on fresh data from the target, KL(p||q) should be below 0.18 nats, got {kl:.4f}")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task5_text", "locked": true, "schema_version": 3, "solution": false, "task": false}

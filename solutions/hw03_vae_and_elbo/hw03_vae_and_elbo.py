@@ -39,7 +39,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, passed
+from course_utils.checks import call, diagnose, expect, expect_close, expect_tensor, hidden_test, passed
 from course_utils.data import load_digits
 from course_utils.training import fit
 from course_utils.vae import VAE, BernoulliDecoder, GaussianEncoder, LinearGaussian
@@ -67,6 +67,24 @@ def _kl_to_posterior(model, encoder, x):
     return 0.5 * ((lv_q.exp() + (mu_q - m) ** 2) / var_p - 1 + var_p.log() - lv_q).sum(-1)
 
 
+def _kernel_copy(student, model, shift=(0.0, 0.0)):
+    """For the hidden checks: `model`'s exact encoder (its mean and log-variance moved by `shift`) and `model` as a
+    decoder, as code that `student`'s kernel builds from `model`'s data (the grader's own objects never enter it)."""
+    S = model.posterior(model.b[None])[1]
+    encoder = student.code("lambda x: ((x - b) @ A + dm, (lv + dl).expand(len(x), -1))", b=model.b,
+                           A=model.W @ S / model.s**2, lv=torch.diagonal(S).log(), dm=shift[0], dl=shift[1])
+    decoder = student.code(  # decoder(z) = z, decoder.log_prob(x, z) = log N(x; W z + b, s^2 I), as LinearGaussian
+        "type('LinearGaussianDecoder', (), {'__call__': lambda self, z: z, 'log_prob': lambda self, x, z: "
+        "-0.5 * (((x - z @ W.T - b) / s) ** 2).sum(-1) - len(b) * (math.log(s) + 0.5 * math.log(2 * math.pi))})()",
+        W=model.W, b=model.b, s=model.s)
+    return encoder, decoder
+
+
+def _seed_kernel(student, seed):
+    """Seed the global RNG where `student`'s code runs, so that a hidden check draws the same noise every time."""
+    student.code("lambda seed: torch.manual_seed(seed) and None")(seed)
+
+
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task1_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Task 1 — the Gaussian KL in closed form (2 points)
 #
@@ -82,20 +100,27 @@ def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
     ### END SOLUTION
 
 
+# %% nbgrader={"grade": false, "grade_id": "task1_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _kl_slips(mu_q, lv_q, mu_p, lv_p):
+    """What the common slips in gaussian_kl give, by the message that names each."""
+    vq, vp = lv_q.exp(), lv_p.exp()
+    return {
+        "gaussian_kl computes KL(p || q), the reverse direction: the variance ratio is var_q / var_p":
+            0.5 * (vp / vq + (mu_q - mu_p) ** 2 / vq - 1 + lv_q - lv_p).sum(-1),
+        "gaussian_kl is missing the factor 1/2": (vq / vp + (mu_q - mu_p) ** 2 / vp - 1 + lv_p - lv_q).sum(-1),
+        "gaussian_kl treats the log-variances as log standard deviations (exp(logvar) is the variance)":
+            0.5 * (vq**2 / vp**2 + (mu_q - mu_p) ** 2 / vp**2 - 1 + 2 * lv_p - 2 * lv_q).sum(-1),
+        "gaussian_kl is missing the -1 per dimension (KL(q || q) must be 0)":
+            0.5 * (vq / vp + (mu_q - mu_p) ** 2 / vp + lv_p - lv_q).sum(-1),
+    }
+
+
 # %% nbgrader={"grade": true, "grade_id": "task1_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 mu_q, lv_q = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), torch.tensor([-0.5, 0.3, -1.2], dtype=torch.float64)
 mu_p, lv_p = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64), torch.tensor([0.2, -0.4, 0.0], dtype=torch.float64)
 kl = call(gaussian_kl, mu_q, lv_q, mu_p, lv_p)
 expect_tensor(kl, shape=(), name="gaussian_kl(...) for one 3-D Gaussian pair")
-_vq, _vp = lv_q.exp(), lv_p.exp()
-diagnose(kl, {
-    "gaussian_kl computes KL(p || q), the reverse direction: the variance ratio is var_q / var_p":
-        0.5 * (_vp / _vq + (mu_q - mu_p) ** 2 / _vq - 1 + lv_q - lv_p).sum(),
-    "gaussian_kl is missing the factor 1/2": (_vq / _vp + (mu_q - mu_p) ** 2 / _vp - 1 + lv_p - lv_q).sum(),
-    "gaussian_kl treats the log-variances as log standard deviations (exp(logvar) is the variance)":
-        0.5 * (_vq**2 / _vp**2 + (mu_q - mu_p) ** 2 / _vp**2 - 1 + 2 * lv_p - 2 * lv_q).sum(),
-    "gaussian_kl is missing the -1 per dimension (KL(q || q) must be 0)": 0.5 * (_vq / _vp + (mu_q - mu_p) ** 2 / _vp + lv_p - lv_q).sum(),
-}, atol=1e-6)
+diagnose(kl, _kl_slips(mu_q, lv_q, mu_p, lv_p), atol=1e-6)
 g = torch.Generator().manual_seed(0)
 z = mu_q + (0.5 * lv_q).exp() * torch.randn(400_000, 3, generator=g, dtype=torch.float64)
 log_ratio = (-0.5 * ((z - mu_q) ** 2 / lv_q.exp() + lv_q) + 0.5 * ((z - mu_p) ** 2 / lv_p.exp() + lv_p)).sum(-1)
@@ -104,14 +129,27 @@ expect(abs(kl.item() - log_ratio.mean().item()) < 5 * se,
        f"gaussian_kl gives {kl.item():.4f}, but Monte Carlo of E_q[log q - log p] gives {log_ratio.mean().item():.4f} ± {se:.4f}")
 passed(f"closed form {kl.item():.4f} agrees with Monte Carlo {log_ratio.mean().item():.4f}")
 ### BEGIN HIDDEN TESTS
-g = torch.Generator().manual_seed(31)
-a, b, c, d = (torch.randn(4, 6, 3, generator=g, dtype=torch.float64) for _ in range(4))
-ref = torch.distributions.kl_divergence(torch.distributions.Normal(a, (0.5 * b).exp()), torch.distributions.Normal(c, (0.5 * d).exp())).sum(-1)
-expect_close(call(gaussian_kl, a, b, c, d), ref, atol=1e-10, name="gaussian_kl on a batch [4, 6, 3]")
-expect_close(call(gaussian_kl, a, b, torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)),
-             torch.distributions.kl_divergence(torch.distributions.Normal(a, (0.5 * b).exp()),
-                                               torch.distributions.Normal(0.0, 1.0)).sum(-1), atol=1e-10,
-             name="gaussian_kl against the standard normal (broadcast)")
+@hidden_test
+def _(student):
+    def reference(mu_q, lv_q, mu_p, lv_p):
+        return torch.distributions.kl_divergence(torch.distributions.Normal(mu_q, (0.5 * lv_q).exp()),
+                                                 torch.distributions.Normal(mu_p, (0.5 * lv_p).exp())).sum(-1)
+
+    g = torch.Generator().manual_seed(31)
+    a, b, c, d = (torch.randn(4, 6, 3, generator=g, dtype=torch.float64) for _ in range(4))
+    one = call(student.gaussian_kl, a[0, 0], b[0, 0], c[0, 0], d[0, 0], name="gaussian_kl")
+    expect_tensor(one, shape=(), name="gaussian_kl(...) for one 3-D Gaussian pair")
+    diagnose(one, _kl_slips(a[0, 0], b[0, 0], c[0, 0], d[0, 0]), atol=1e-9)
+    expect_close(one, reference(a[0, 0], b[0, 0], c[0, 0], d[0, 0]), atol=1e-10, name="gaussian_kl for one 3-D Gaussian pair")
+    out = call(student.gaussian_kl, a, b, c, d, name="gaussian_kl")
+    expect_tensor(out, shape=(4, 6), name="gaussian_kl on a batch [4, 6, 3]")
+    diagnose(out, _kl_slips(a, b, c, d), atol=1e-9)
+    expect_close(out, reference(a, b, c, d), atol=1e-10, name="gaussian_kl on a batch [4, 6, 3]")
+    zero = torch.zeros(3, dtype=torch.float64)
+    expect_close(call(student.gaussian_kl, a, b, zero, zero, name="gaussian_kl"), reference(a, b, zero, zero), atol=1e-10,
+                 name="gaussian_kl against the standard normal (broadcast)")
+    expect_close(call(student.gaussian_kl, a, b, a, b, name="gaussian_kl"), torch.zeros(4, 6), atol=1e-12,
+                 name="gaussian_kl(q, q) (a distribution's KL to itself is 0)")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -130,20 +168,17 @@ def reparameterized_elbo(x, encoder, decoder):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-def _check_elbo(seed, n=20000):
-    torch.manual_seed(seed)
-    model, exact, wrong, x = exact_model(seed)
-    out = call(reparameterized_elbo, x, wrong, model)
-    expect_tensor(out, shape=(len(x),), name="reparameterized_elbo(x, encoder, decoder)")
-    draws = torch.stack([reparameterized_elbo(x, wrong, model) for _ in range(n)])
-    mean, se = draws.mean(0), draws.std(0) / math.sqrt(n)
+# %% nbgrader={"grade": false, "grade_id": "task2_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+def _check_elbo_draws(draws, model, encoder, x, generator=None):
+    """Draws [n, B] of the one-sample ELBO with `encoder` (and `model` as decoder): their mean must be
+    log p(x) - KL(q || posterior); the common slips are named (their means use noise from `generator`)."""
+    mean, se = draws.mean(0), draws.std(0) / math.sqrt(len(draws))
     expect((draws.std(0) > 0).all(), "reparameterized_elbo returns the same value on every call: it should draw "
            "z = mu + exp(0.5 * logvar) * eps with fresh noise eps, not use z = mu")
-    target = model.log_marginal(x) - _kl_to_posterior(model, wrong, x)   # log p(x) = ELBO + KL(q || p(z|x))
-    mu_w, lv_w = wrong(x)                                                  # the means the common slips give
+    target = model.log_marginal(x) - _kl_to_posterior(model, encoder, x)   # log p(x) = ELBO + KL(q || p(z|x))
+    mu_w, lv_w = encoder(x)                                                  # the means the common slips give
     kl_w = 0.5 * (mu_w**2 + lv_w.exp() - 1 - lv_w).sum(-1)
-    eps = torch.randn(4000, *mu_w.shape, dtype=mu_w.dtype)
+    eps = torch.randn(4000, *mu_w.shape, dtype=mu_w.dtype, generator=generator)
     for message, std, kl_sign in (
             ("the sample's standard deviation is exp(0.5 * logvar); exp(logvar) is the variance", lv_w.exp(), -1),
             ("the KL term is added; the ELBO subtracts KL(q(z|x) || p(z))", (0.5 * lv_w).exp(), 1),
@@ -154,6 +189,16 @@ def _check_elbo(seed, n=20000):
     bad = int(((mean - target).abs() > 5 * se).sum())
     expect(bad == 0, f"the average of reparameterized_elbo should be log p(x) - KL(q || posterior) = {target.numpy().round(3)}, "
                      f"but it is {mean.numpy().round(3)}")
+
+
+# %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+def _check_elbo(seed, n=20000):
+    torch.manual_seed(seed)
+    model, exact, wrong, x = exact_model(seed)
+    out = call(reparameterized_elbo, x, wrong, model)
+    expect_tensor(out, shape=(len(x),), name="reparameterized_elbo(x, encoder, decoder)")
+    draws = torch.stack([reparameterized_elbo(x, wrong, model) for _ in range(n)])
+    _check_elbo_draws(draws, model, wrong, x)
     # gradients must flow through the sample z into the encoder's outputs
     mu0, lv0 = (t.clone().requires_grad_(True) for t in wrong(x))
     val = call(reparameterized_elbo, x, lambda _x: (mu0, lv0), model).sum()
@@ -166,10 +211,54 @@ def _check_elbo(seed, n=20000):
 _check_elbo(0)
 passed("E[ELBO] = log p(x) - KL(q || posterior), and gradients reach the encoder")
 ### BEGIN HIDDEN TESTS
-_check_elbo(41)
-model, exact, wrong, x = exact_model(42)
-mean_exact = torch.stack([reparameterized_elbo(x, exact, model) for _ in range(20000)]).mean(0)
-expect_close(mean_exact, model.log_marginal(x), atol=0.05, name="the ELBO's mean with the exact posterior (should be log p(x))")
+@hidden_test
+def _(student):
+    # n draws per data point in one call: x repeated n times (each row gets its own noise)
+    n, g = 20000, torch.Generator().manual_seed(141)
+    model, exact, wrong, x = exact_model(41)
+    B, (W, b, s) = len(x), (model.W, model.b, model.s)
+    encoder, decoder = _kernel_copy(student, model, shift=(0.5, 0.7))   # the kernel's copy of `wrong` and `model`
+    _seed_kernel(student, 41)
+    out = call(student.reparameterized_elbo, x, encoder, decoder, name="reparameterized_elbo")
+    expect_tensor(out, shape=(B,), name="reparameterized_elbo(x, encoder, decoder)")
+    again = call(student.reparameterized_elbo, x, encoder, decoder, name="reparameterized_elbo")
+    expect(not torch.equal(out, again), "reparameterized_elbo returns the same value on every call: it should draw "
+           "z = mu + exp(0.5 * logvar) * eps with fresh noise eps, not use z = mu")
+    draws = call(student.reparameterized_elbo, x.repeat(n, 1), encoder, decoder, name="reparameterized_elbo")
+    expect_tensor(draws, shape=(n * B,), name=f"reparameterized_elbo on a batch of {n * B}")
+    draws = draws.reshape(n, B)
+    expect(not (draws == draws[0]).all(), "reparameterized_elbo gives every copy of a data point in a batch the same "
+           "value: draw the noise eps with the shape of mu, one draw per data point")
+    _check_elbo_draws(draws, model, wrong, x, generator=g)
+    # gradients through the sample: the kernel differentiates the student's ELBO (summed over a batch) in the encoder's
+    # outputs; their average per data point must be the gradient of E[ELBO], in closed form for this model
+    grads = call(student.code(
+        "lambda elbo, x, encoder, decoder: (lambda mu, lv: (lambda v: (v.requires_grad, *(torch.autograd.grad("
+        "v, (mu, lv), allow_unused=True) if v.requires_grad else (None, None))))(elbo(x, lambda _x: (mu, lv), decoder)"
+        ".sum()))(*[t.detach().clone().requires_grad_(True) for t in encoder(x)])"),
+        student.reparameterized_elbo, x.repeat(n, 1), encoder, decoder, name="the gradient of reparameterized_elbo")
+    expect(grads[0], "the ELBO should be differentiable in the encoder's outputs (reparameterise z)")
+    g_mu, g_lv = grads[1:]
+    expect(g_mu is not None and g_lv is not None and torch.isfinite(g_mu).all() and torch.isfinite(g_lv).all()
+           and g_mu.abs().sum() > 0 and g_lv.abs().sum() > 0, "gradients of the ELBO should reach both mu and logvar")
+    mu_w, lv_w = wrong(x)
+    v = lv_w.exp()
+    expected = {"mu": (x - b - mu_w @ W.T) @ W / s**2 - mu_w,                     # d/dmu E[log p(x|z)] - d/dmu KL
+                "logvar": -0.5 * v * (W**2).sum(0) / s**2 - 0.5 * (v - 1)}        # d/dlogvar of the same
+    for (what, e), got in zip(expected.items(), (g_mu, g_lv)):
+        got = got.reshape(n, *e.shape)
+        mean, se = got.mean(0), got.std(0) / math.sqrt(n)
+        for i, j in ((mean - e).abs() > 5 * se + 1e-9).nonzero().tolist()[:1]:
+            expect(False, f"the ELBO's gradient in {what} should average {e[i, j]:.3f} over the noise (data point {i + 1}, "
+                   f"latent {j + 1}), but it averages {mean[i, j]:.3f}: is z = mu + exp(0.5 * logvar) * eps, with "
+                   "gradients through z?")
+    # with the exact posterior the ELBO's mean is log p(x)
+    model, exact, wrong, x = exact_model(42)
+    encoder, decoder = _kernel_copy(student, model)
+    draws = call(student.reparameterized_elbo, x.repeat(n, 1), encoder, decoder, name="reparameterized_elbo")
+    expect_tensor(draws, shape=(n * len(x),), name=f"reparameterized_elbo on a batch of {n * len(x)}")
+    expect_close(draws.reshape(n, len(x)).mean(0), model.log_marginal(x), atol=0.05,
+                 name="the ELBO's mean with the exact posterior (should be log p(x))")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -215,12 +304,43 @@ def _check_iwae(seed):
 _check_iwae(0)
 passed("IWAE: exact with the true posterior, increasing in K, close to log p(x) for large K")
 ### BEGIN HIDDEN TESTS
-_check_iwae(51)
-model, exact, wrong, x = exact_model(52)
-torch.manual_seed(0)
-big = torch.stack([iwae_bound(x, wrong, model, 1) for _ in range(20000)])
-expect(((big.mean(0) - (model.log_marginal(x) - _kl_to_posterior(model, wrong, x))).abs() < 5 * big.std(0) / math.sqrt(20000)).all(),
-       "with K=1 the IWAE bound's mean should be the ELBO")
+@hidden_test
+def _(student):
+    def draws(x, encoder, decoder, k, n):  # n draws per data point in one call: x repeated n times
+        out = call(student.iwae_bound, x.repeat(n, 1), encoder, decoder, k, name="iwae_bound")
+        expect_tensor(out, shape=(n * len(x),), name=f"iwae_bound(x, encoder, decoder, {k}) on a batch of {n * len(x)}")
+        out = out.reshape(n, len(x))
+        expect(not (out == out[0]).all(), f"iwae_bound(x, encoder, decoder, {k}) gives every copy of a data point in a "
+               "batch the same value: draw z of shape [K, B, L], fresh noise for every data point")
+        return out
+
+    model, exact, wrong, x = exact_model(51)
+    log_px = model.log_marginal(x)
+    encoder, decoder = _kernel_copy(student, model)
+    _seed_kernel(student, 51)
+    out = call(student.iwae_bound, x, encoder, decoder, 7, name="iwae_bound")
+    expect_tensor(out, shape=(len(x),), name="iwae_bound(x, encoder, decoder, 7)")
+    diagnose(out, {"iwae_bound forgets the 1/K inside the log: subtract log K from the logsumexp": log_px + math.log(7)},
+             atol=1e-6)
+    expect_close(out, log_px, atol=1e-6, name="iwae_bound with the exact posterior (every weight p(x, z) / q(z|x) "
+                 "equals p(x): are the prior and log q(z|x) both in the log-weight?)")
+    encoder, _ = _kernel_copy(student, model, shift=(0.5, 0.7))   # the kernel's copy of `wrong`
+    means, ses = {}, {}
+    for k in (1, 10, 200):
+        reps = draws(x, encoder, decoder, k, max(40, 4000 // k))
+        means[k], ses[k] = reps.mean(0), reps.std(0) / math.sqrt(len(reps))
+    expect((means[1] + 0.5 < means[10]).all() and (means[10] <= means[200] + 3 * (ses[10] ** 2 + ses[200] ** 2).sqrt()).all(),
+           f"the IWAE bound should grow with K: K=1 {means[1].numpy().round(2)}, K=10 {means[10].numpy().round(2)}, "
+           f"K=200 {means[200].numpy().round(2)}")
+    expect(((log_px - means[200]).abs() < 0.3).all(),
+           f"with K=200 the bound should be close to log p(x) = {log_px.numpy().round(2)}, got {means[200].numpy().round(2)}")
+    # K = 1 is the ELBO: its mean is log p(x) - KL(q || posterior)
+    model, exact, wrong, x = exact_model(52)
+    encoder, decoder = _kernel_copy(student, model, shift=(0.5, 0.7))
+    big = draws(x, encoder, decoder, 1, 20000)
+    elbo = model.log_marginal(x) - _kl_to_posterior(model, wrong, x)
+    expect(((big.mean(0) - elbo).abs() < 5 * big.std(0) / math.sqrt(len(big))).all(),
+           f"with K=1 the IWAE bound's mean should be the ELBO {elbo.numpy().round(3)}, but it is {big.mean(0).numpy().round(3)}")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task4_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -261,11 +381,36 @@ expect(math.isfinite(iw) and iw > -18.8 and iw >= test_elbo.item() - 0.05,
        f"the IWAE_20 estimate of log p(x) on the test set should be above -18.8 and the ELBO, got {iw:.3f}")
 passed(f"test ELBO {test_elbo.item():.3f} > -19.0, IWAE_20 {iw:.3f} > -18.8")
 ### BEGIN HIDDEN TESTS
-torch.manual_seed(1)
-with torch.no_grad():
-    iw = torch.stack([vae.iwae(x_test, 20) for _ in range(3)]).mean().item()
-expect(math.isfinite(iw) and iw > -18.8 and iw >= test_elbo.item() - 0.05,
-       f"the IWAE_20 estimate of log p(x) on the test set should be above -18.8 and the ELBO, got {iw:.3f}")
+@hidden_test
+def _(student):
+    # the VAE the check above trained with the student's train_vae; its encoder and decoder run in the kernel on
+    # latents drawn here, and both bounds are assembled here
+    vae = student.vae
+    expect(student.type_name(vae) == "course_utils.vae.VAE",
+           f"train_vae should return a course_utils.vae.VAE, not a {student.type_name(vae)}")
+    g = torch.Generator().manual_seed(151)
+    with torch.no_grad():
+        enc = call(vae.encoder, x_test, name="vae.encoder")
+        expect(isinstance(enc, tuple) and len(enc) == 2, "vae.encoder(x) should return a pair (mu, logvar)")
+        mu, logvar = enc
+        expect_tensor(mu, shape=(len(x_test), mu.shape[-1]), name="mu from vae.encoder(x_test)")
+        expect_tensor(logvar, shape=tuple(mu.shape), name="logvar from vae.encoder(x_test)")
+        z = mu + (0.5 * logvar).exp() * torch.randn(70, *mu.shape, generator=g)          # 10 for the ELBO, 3 x 20 for IWAE
+        log_lik = call(vae.decoder.log_prob, x_test, call(vae.decoder, z, name="vae.decoder"), name="vae.decoder.log_prob")
+        expect_tensor(log_lik, shape=(70, len(x_test)), name="vae.decoder.log_prob(x_test, vae.decoder(z))")
+        log_q = -0.5 * ((z - mu) ** 2 / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+        if student.value(vae.prior) is None:                                                # N(0, I): the KL in closed form
+            log_prior = -0.5 * (z**2 + math.log(2 * math.pi)).sum(-1)
+            elbo = (log_lik[:10] - 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1)).mean().item()
+        else:                                                                                # a learned prior, in the kernel
+            log_prior = call(vae.prior.log_prob, z, name="vae.prior.log_prob")
+            expect_tensor(log_prior, shape=(70, len(x_test)), name="vae.prior.log_prob(z)")
+            elbo = (log_lik + log_prior - log_q)[:10].mean().item()
+        log_w = (log_lik + log_prior - log_q)[10:].reshape(3, 20, len(x_test))
+        iw = (torch.logsumexp(log_w, 1) - math.log(20)).mean().item()
+    expect(math.isfinite(elbo) and elbo > -19.0, f"the test ELBO should be above -19.0 nats, but it is {elbo:.3f}")
+    expect(math.isfinite(iw) and iw > -18.8 and iw >= elbo - 0.05,
+           f"the IWAE_20 estimate of log p(x) on the test set should be above -18.8 and the ELBO, got {iw:.3f}")
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task5_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
