@@ -191,6 +191,27 @@ def _check_elbo_draws(draws, model, encoder, x, generator=None):
                      f"but it is {mean.numpy().round(3)}")
 
 
+def _check_elbo_gradients(grads, model, encoder, x, n):
+    """grads = (differentiable?, d/dmu, d/dlogvar) of the ELBO summed over x repeated n times: gradients must reach
+    mu and logvar through z, and average, per data point, the gradient of E[ELBO], in closed form for this model."""
+    expect(grads[0], "the ELBO should be differentiable in the encoder's outputs (reparameterise z)")
+    g_mu, g_lv = grads[1:]
+    expect(g_mu is not None and g_lv is not None and torch.isfinite(g_mu).all() and torch.isfinite(g_lv).all()
+           and g_mu.abs().sum() > 0 and g_lv.abs().sum() > 0, "gradients of the ELBO should reach both mu and logvar")
+    W, b, s = model.W, model.b, model.s
+    mu_w, lv_w = encoder(x)
+    v = lv_w.exp()
+    expected = {"mu": (x - b - mu_w @ W.T) @ W / s**2 - mu_w,                     # d/dmu E[log p(x|z)] - d/dmu KL
+                "logvar": -0.5 * v * (W**2).sum(0) / s**2 - 0.5 * (v - 1)}        # d/dlogvar of the same
+    for (what, e), got in zip(expected.items(), (g_mu, g_lv)):
+        got = got.reshape(n, *e.shape)
+        mean, se = got.mean(0), got.std(0) / math.sqrt(n)
+        for i, j in ((mean - e).abs() > 5 * se + 1e-9).nonzero().tolist()[:1]:
+            expect(False, f"the ELBO's gradient in {what} should average {e[i, j]:.3f} over the noise (data point {i + 1}, "
+                   f"latent {j + 1}), but it averages {mean[i, j]:.3f}: is z = mu + exp(0.5 * logvar) * eps, with "
+                   "gradients through z?")
+
+
 # %% nbgrader={"grade": true, "grade_id": "task2_check", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 def _check_elbo(seed, n=20000):
     torch.manual_seed(seed)
@@ -199,13 +220,12 @@ def _check_elbo(seed, n=20000):
     expect_tensor(out, shape=(len(x),), name="reparameterized_elbo(x, encoder, decoder)")
     draws = torch.stack([reparameterized_elbo(x, wrong, model) for _ in range(n)])
     _check_elbo_draws(draws, model, wrong, x)
-    # gradients must flow through the sample z into the encoder's outputs
-    mu0, lv0 = (t.clone().requires_grad_(True) for t in wrong(x))
-    val = call(reparameterized_elbo, x, lambda _x: (mu0, lv0), model).sum()
-    expect(val.requires_grad, "the ELBO should be differentiable in the encoder's outputs (reparameterise z)")
-    g_mu, g_lv = torch.autograd.grad(val, (mu0, lv0))
-    expect(torch.isfinite(g_mu).all() and g_mu.abs().sum() > 0 and g_lv.abs().sum() > 0,
-           "gradients of the ELBO should reach both mu and logvar")
+    # gradients must flow through the sample z into the encoder's outputs, and average the gradient of E[ELBO]
+    mu0, lv0 = (t.detach().repeat(n, 1).requires_grad_(True) for t in wrong(x))
+    val = call(reparameterized_elbo, x.repeat(n, 1), lambda _x: (mu0, lv0), model).sum()
+    grads = (val.requires_grad, *(torch.autograd.grad(val, (mu0, lv0), allow_unused=True) if val.requires_grad
+                                  else (None, None)))
+    _check_elbo_gradients(grads, model, wrong, x, n)
 
 
 _check_elbo(0)
@@ -237,21 +257,7 @@ def _(student):
         "v, (mu, lv), allow_unused=True) if v.requires_grad else (None, None))))(elbo(x, lambda _x: (mu, lv), decoder)"
         ".sum()))(*[t.detach().clone().requires_grad_(True) for t in encoder(x)])"),
         student.reparameterized_elbo, x.repeat(n, 1), encoder, decoder, name="the gradient of reparameterized_elbo")
-    expect(grads[0], "the ELBO should be differentiable in the encoder's outputs (reparameterise z)")
-    g_mu, g_lv = grads[1:]
-    expect(g_mu is not None and g_lv is not None and torch.isfinite(g_mu).all() and torch.isfinite(g_lv).all()
-           and g_mu.abs().sum() > 0 and g_lv.abs().sum() > 0, "gradients of the ELBO should reach both mu and logvar")
-    mu_w, lv_w = wrong(x)
-    v = lv_w.exp()
-    expected = {"mu": (x - b - mu_w @ W.T) @ W / s**2 - mu_w,                     # d/dmu E[log p(x|z)] - d/dmu KL
-                "logvar": -0.5 * v * (W**2).sum(0) / s**2 - 0.5 * (v - 1)}        # d/dlogvar of the same
-    for (what, e), got in zip(expected.items(), (g_mu, g_lv)):
-        got = got.reshape(n, *e.shape)
-        mean, se = got.mean(0), got.std(0) / math.sqrt(n)
-        for i, j in ((mean - e).abs() > 5 * se + 1e-9).nonzero().tolist()[:1]:
-            expect(False, f"the ELBO's gradient in {what} should average {e[i, j]:.3f} over the noise (data point {i + 1}, "
-                   f"latent {j + 1}), but it averages {mean[i, j]:.3f}: is z = mu + exp(0.5 * logvar) * eps, with "
-                   "gradients through z?")
+    _check_elbo_gradients(grads, model, wrong, x, n)
     # with the exact posterior the ELBO's mean is log p(x)
     model, exact, wrong, x = exact_model(42)
     encoder, decoder = _kernel_copy(student, model)

@@ -54,6 +54,13 @@ def reparameterized_elbo(x, encoder, decoder):
     z = (mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)).detach()
     return decoder.log_prob(x, decoder(z)) - gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar)).detach()
 '''),
+    dict(task="task2", name="sample detached, KL kept (a gradient reaches mu, through the KL only)",
+         says="should average", code='''
+def reparameterized_elbo(x, encoder, decoder):
+    mu, logvar = encoder(x)
+    z = (mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)).detach()
+    return decoder.log_prob(x, decoder(z)) - gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))
+'''),
     # task 3: IWAE
     dict(task="task3", name="average of the log-weights (the ELBO again)", says="grow with K", code='''
 def iwae_bound(x, encoder, decoder, k):
