@@ -124,32 +124,36 @@ def stage_source(src: Path, root: Path) -> Path:
     return source
 
 
-def _generate_exercise(src: Path, out_dir: Path) -> None:
-    """Run nbgrader's generate_assignment on the built solution of ``src``; write the student files to ``out_dir``."""
-    name = src.stem
+def _generate_exercises(jobs: list[tuple[Path, Path]]) -> None:
+    """Run nbgrader's generate_assignment on the built solution of each ``(src, out_dir)`` (in one process); write the
+    student files to ``out_dir``."""
+    if not jobs:
+        return
     with tempfile.TemporaryDirectory(prefix="course-build-") as tmp:
         root = Path(tmp)
-        stage_source(src, root)
-        cmd = [sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force", "--no-db",
-               f"--CourseDirectory.root={root}", "--log-level=WARN"]
+        for src, _ in jobs:
+            stage_source(src, root)
+        cmd = [sys.executable, "-I", str(Path(__file__).with_name("_generate.py")), str(root), *(s.stem for s, _ in jobs)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
-        release = root / "release" / name
-        if proc.returncode != 0 or not (release / f"{name}.ipynb").exists():
-            raise RuntimeError(f"nbgrader generate_assignment failed for {name}:\n{proc.stdout}\n{proc.stderr}")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True)
-        for f in sorted(release.rglob("*")):
-            if f.is_dir():
-                continue
-            dest = out_dir / f.relative_to(release)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if f.suffix == ".ipynb":
-                nb = nbformat.read(f, as_version=4)
-                nb.metadata.pop("jupytext", None)  # students get a plain notebook, no paired .py
-                dest.write_text(nbformat.writes(nb, version=4) + "\n")
-            else:
-                shutil.copy2(f, dest)
+        for src, out_dir in jobs:
+            name = src.stem
+            release = root / "release" / name
+            if proc.returncode != 0 or not (release / f"{name}.ipynb").exists():
+                raise RuntimeError(f"nbgrader generate_assignment failed for {name}:\n{proc.stdout}\n{proc.stderr}")
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            out_dir.mkdir(parents=True)
+            for f in sorted(release.rglob("*")):
+                if f.is_dir():
+                    continue
+                dest = out_dir / f.relative_to(release)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if f.suffix == ".ipynb":
+                    nb = nbformat.read(f, as_version=4)
+                    nb.metadata.pop("jupytext", None)  # students get a plain notebook, no paired .py
+                    dest.write_text(nbformat.writes(nb, version=4) + "\n")
+                else:
+                    shutil.copy2(f, dest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,10 +177,9 @@ def build(course: Course, log=print, only: list[str] | None = None) -> None:
         if not dest.exists() or dest.read_text() != text:
             dest.write_text(text)
             log(f"wrote {dest.relative_to(course.root)}")
+    _generate_exercises([(src, course.root / "exercises" / src.stem) for src in homework])
     for src in homework:
-        out = course.root / "exercises" / src.stem
-        _generate_exercise(src, out)
-        log(f"generated {out.relative_to(course.root)}/ with nbgrader")
+        log(f"generated exercises/{src.stem}/ with nbgrader")
 
 
 def _compare_trees(expected: Path, actual: Path, label: str) -> list[str]:
@@ -209,10 +212,9 @@ def check(course: Course) -> list[str]:
 
     exercises = course.root / "exercises"
     with tempfile.TemporaryDirectory(prefix="course-check-") as tmp:
+        _generate_exercises([(src, Path(tmp) / src.stem) for src in course.homework_sources])
         for src in course.homework_sources:
-            fresh = Path(tmp) / src.stem
-            _generate_exercise(src, fresh)
-            problems += _compare_trees(fresh, exercises / src.stem, f"exercises/{src.stem}")
+            problems += _compare_trees(Path(tmp) / src.stem, exercises / src.stem, f"exercises/{src.stem}")
     known = {s.stem for s in course.homework_sources}
     for d in sorted(exercises.iterdir()) if exercises.exists() else []:
         if d.is_dir() and d.name not in known:
