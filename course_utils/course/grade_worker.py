@@ -22,6 +22,7 @@ import copy
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -205,8 +206,7 @@ def run(job: dict) -> dict:
             result["timed_out_cells"].append(cid)
             return await super()._async_handle_timeout(timeout, cell)
 
-    log_path = out_dir / "kernel.log"
-    log_fh = open(log_path, "wb")
+    log_tail = _Tail(out_dir / "kernel.log")  # the kernel's own stdout/stderr: only the last 64 KB are kept
     env = box.env_for_unsandboxed() if isolation.kind == "none" else {"PATH": os.environ.get("PATH", "")}
     pid = None
 
@@ -235,8 +235,9 @@ def run(job: dict) -> dict:
     threading.Thread(target=watchdog, daemon=True).start()
     kernel_dead, dead_in = False, None
     try:
-        run_sync(km.start_kernel)(stdout=log_fh, stderr=log_fh, env=env, cwd=str(work))
+        run_sync(km.start_kernel)(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(work))
         pid = km.provisioner.pid if km.provisioner is not None else None
+        log_tail.follow(km.provisioner.process.stdout)
         client = GradingClient(nb, km=km, timeout=job["cell_timeout"], interrupt_on_timeout=True, allow_errors=True,
                                startup_timeout=60, iopub_timeout=4, raise_on_iopub_timeout=False,
                                record_timing=False)
@@ -346,7 +347,7 @@ def run(job: dict) -> dict:
         except Exception:  # noqa: BLE001
             pass
         facts = kill_box()
-        log_fh.close()
+        log_tail.close()
 
     # ---- the status, from what happened ---------------------------------------------------------------------------
     no_scores = {t: None for t in tasks}
@@ -395,6 +396,32 @@ def run(job: dict) -> dict:
     # the executed notebook (outputs as the grader recorded them), for feedback and the formgrader
     nbformat.write(nb, out_dir / "graded.ipynb")
     return result
+
+
+class _Tail:
+    """Keep the last ``keep`` bytes of a stream (read in a thread), written to ``path`` at the end: a kernel that
+    prints gigabytes to its stderr fills neither the grader's memory nor its disk."""
+
+    def __init__(self, path: Path, keep: int = 64 * 1024):
+        self.path, self.keep, self.buf, self.thread = path, keep, bytearray(), None
+
+    def follow(self, stream) -> None:
+        def pump():
+            try:
+                for chunk in iter(lambda: stream.read1(65536), b""):
+                    self.buf += chunk
+                    if len(self.buf) > 2 * self.keep:
+                        del self.buf[:-self.keep]
+            except (OSError, ValueError):
+                pass
+
+        self.thread = threading.Thread(target=pump, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        self.path.write_bytes(bytes(self.buf[-self.keep:]))
 
 
 class _Lost(Exception):
