@@ -241,7 +241,9 @@ class OrnsteinUhlenbeck:
 class VPSDE:
     """The variance-preserving SDE ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw`` on ``t in [0, 1]`` with
     ``beta(t) = beta_min + t (beta_max - beta_min)``: the continuous limit of DDPM's chain with
-    ``beta_i = beta(i / T) / T`` (``T = 1000``, ``beta`` from 1e-4 to 0.02 gives the defaults).
+    ``beta_i ≈ beta((i - 1) / T) / T``, i.e. Euler–Maruyama's left-point rule on step ``i``'s interval
+    ``[(i - 1) / T, i / T]`` (``Schedule.linear(1000)``, ``beta`` from 1e-4 to 0.02, gives the defaults; its
+    ``alpha_bars[i]`` matches ``alpha(i / T)^2`` up to O(1/T)).
 
     ``marginal_prob(x0, t) -> (mean, std)`` with ``mean = alpha(t) x0``, ``std = sqrt(1 - alpha(t)^2)``,
     ``log alpha(t) = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min`` (so ``alpha(t)^2`` is the ᾱ of chapter 07).

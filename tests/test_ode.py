@@ -9,8 +9,9 @@ import torchdiffeq
 
 from course_utils import set_threads
 
-from course_utils.flow_matching import (LinearPath, VelocityMLP, cfm_loss, fm_sample, gmm_marginal_velocity,
-                                        independent_coupling, ot_coupling, straightness, train_flow_matching)
+from course_utils.flow_matching import (LinearPath, LowDensityShare, VelocityMLP, cfm_loss, fm_sample,
+                                        gmm_marginal_velocity, independent_coupling, ot_coupling, straightness,
+                                        train_flow_matching)
 from course_utils.ode import (VPSDE, CountNFE, OrnsteinUhlenbeck, divergence, divergence_hutchinson, euler_maruyama,
                               ode_log_likelihood, odeint, standard_normal_log_prob)
 
@@ -273,6 +274,22 @@ def test_flow_matching_trains_and_ot_paths_are_straighter():
         train_flow_matching(x, coupling="sinkhorn", steps=1)
 
 
+def test_low_density_share_is_q_for_exact_samples_and_counts_strays():
+    from course_utils.data import toy
+
+    target = toy("8gaussians")
+    share = LowDensityShare(target, q=0.05)
+    n = 20_000
+    exact = share(target.sample((n,), generator=torch.Generator().manual_seed(7)))
+    assert abs(exact - 0.05) < 4 * math.sqrt(0.05 * 0.95 / n) + 0.005      # the q-quantile, up to binomial noise
+    angle = math.pi / 8 + torch.arange(8) * math.pi / 4                   # half-way between neighbouring centres
+    between = 2.8 * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+    assert share(between) == 1.0                                        # half-way between two clusters: all strays
+    assert share(target.centers.float()) == 0.0                         # the modes themselves: none
+    with pytest.raises(ValueError, match="q must lie in"):
+        LowDensityShare(target, q=1.0)
+
+
 # --- the explorer ------------------------------------------------------------------------------------------------
 def test_ode_explorer_state_and_figure():
     import matplotlib.pyplot as plt
@@ -287,6 +304,8 @@ def test_ode_explorer_state_and_figure():
     heun = ode_state(models, target, "independent", "heun", 4)
     assert euler.nfe == 4 and heun.nfe == 4 and euler.paths.shape[0] == 5 and heun.paths.shape[0] == 3
     assert euler.ratio > 0 and np.isfinite(euler.ratio) and not np.allclose(euler.samples, heun.samples)
+    assert 0 <= euler.low_density <= 1 and euler.truth.shape == euler.samples.shape == (1000, 2)
+    assert euler.straightness == heun.straightness > 0          # the model's own flow, whatever the solver drawn
     plt.close(ode_figure(euler))
     with pytest.raises(ValueError, match="coupling must be one of"):
         ode_state(models, target, "ot")
