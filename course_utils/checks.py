@@ -164,5 +164,17 @@ def hidden_test(fn: Callable) -> Callable:
     if _HIDDEN_REGISTRY is not None:
         _HIDDEN_REGISTRY.append(fn)
         return fn
-    fn(LocalStudent(sys._getframe(1).f_globals))
+    import random
+
+    import numpy as np
+
+    # the notebook's random streams are left as they were: a hidden test (which the grader runs after the notebook,
+    # not in the middle of it) must not change what the cells after it print
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        fn(LocalStudent(sys._getframe(1).f_globals))
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
     return fn

@@ -1,8 +1,18 @@
-"""Fake homework submissions for the grading tests, made from the generated exercise and the solution."""
+"""Fake homework submissions for the grading tests, made from the generated exercise and the solution; each
+homework's catalogue of plausible wrong answers.
+
+A catalogue is ``solutions/hwNN_name/mistakes.py`` beside the homework source::
+
+    MISTAKES = [dict(task="task1", name="...", says="substring of the check's message", code="def ...: ..."), ...]
+
+tests/test_homework.py puts each ``code`` in place of its task's solution, runs the task's VISIBLE check, and
+requires a ``CheckFailed`` whose message contains ``says`` (case-insensitive). Every coded task needs at least three.
+"""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
 
 import nbformat
@@ -10,6 +20,24 @@ import nbformat
 from course_utils.course.pipeline import Course, notebook_text
 
 HW = "hw01_change_of_variables"
+ROOT = Path(__file__).resolve().parents[1]
+HOMEWORK = sorted(p.name for p in ROOT.glob("solutions/hw*") if (p / f"{p.name}.py").exists())
+
+
+def load_catalogue(hw: str) -> list[dict]:
+    """The MISTAKES list of ``solutions/<hw>/mistakes.py`` (validated); a missing catalogue is an error."""
+    path = ROOT / "solutions" / hw / "mistakes.py"
+    assert path.exists(), f"{hw} has no mistake catalogue: every homework needs a catalogue ({path.relative_to(ROOT)})"
+    spec = importlib.util.spec_from_file_location(f"mistakes_{hw}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    mistakes = getattr(module, "MISTAKES", None)
+    assert isinstance(mistakes, list) and mistakes, f"{path.name} of {hw} should define a non-empty list MISTAKES"
+    for i, m in enumerate(mistakes):
+        assert isinstance(m, dict) and {"task", "name", "says", "code"} <= set(m), \
+            f"{hw} mistake {i} should be dict(task=..., name=..., says=..., code=...), got {m!r:.200}"
+        assert m["says"].strip(), f"{hw} mistake {m['name']!r}: `says` is empty, so any message would match"
+    return mistakes
 
 
 def _notebooks(course: Course, hw: str = HW):

@@ -1,4 +1,4 @@
-"""Plausible wrong answers to homework 08. tests/test_mistakes.py puts each `code` in place of its task's
+"""Plausible wrong answers to homework 08. tests/test_homework.py puts each `code` in place of its task's
 solution, runs the task's VISIBLE check, and asserts it fails with a CheckFailed whose message contains `says`."""
 
 _EULER = '''
