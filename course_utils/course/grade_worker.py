@@ -340,6 +340,7 @@ def run(job: dict) -> dict:
         if not state["killed_for_time"]:
             result["status"] = "grader error"
             result["detail"] = f"{type(err).__name__}: {str(err)[:300]}"
+            result["kernel_started"] = pid is not None
     finally:
         done.set()
         try:
@@ -353,6 +354,9 @@ def run(job: dict) -> dict:
     no_scores = {t: None for t in tasks}
     if result["status"] == "grader error":
         result["scores"] = no_scores
+        last = [ln for ln in _read_tail(out_dir / "kernel.log").splitlines() if ln.strip()]
+        if last:  # e.g. why the box did not start
+            result["detail"] += f" (the kernel's last words: {last[-1][:200]})"
     elif state["killed_for_time"]:
         result["status"], result["detail"] = "timeout", f"the notebook ran past the {job['notebook_timeout']} s notebook limit"
         result["scores"] = no_scores
@@ -396,6 +400,13 @@ def run(job: dict) -> dict:
     # the executed notebook (outputs as the grader recorded them), for feedback and the formgrader
     nbformat.write(nb, out_dir / "graded.ipynb")
     return result
+
+
+def _read_tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_bytes()[-n:].decode(errors="replace")
+    except OSError:
+        return ""
 
 
 class _Tail:
