@@ -15,7 +15,9 @@ How each density is exact:
   (point spacing far below ``sigma``, so the quadrature error is negligible);
 - the ``checkerboard`` is uniform on its dark squares.
 
-Nothing is downloaded: the digits ship inside scikit-learn.
+Nothing is downloaded: the digits ship inside scikit-learn. Likelihoods on discrete data (the binarised digits) are
+compared on one footing: :func:`dequantize` turns integer data into a density problem, :func:`bits_per_dim` is the one
+conversion from nats per data point.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, constraints
 
-__all__ = ["TOY_NAMES", "toy", "ToyDistribution", "CurveMixture", "GaussianMixture2D", "Checkerboard", "load_digits"]
+__all__ = ["TOY_NAMES", "toy", "ToyDistribution", "CurveMixture", "GaussianMixture2D", "Checkerboard", "load_digits",
+           "dequantize", "bits_per_dim"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -269,3 +272,32 @@ def load_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(d.images[idx] / 16.0).float().unsqueeze(1)
     y = torch.from_numpy(d.target[idx]).long()
     return x, y
+
+
+# ---------------------------------------------------------------------------------------------
+# Likelihoods on discrete data: one footing, one unit
+# ---------------------------------------------------------------------------------------------
+def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantisation of integer-valued data (e.g. binarised pixels in {0, 1}): ``x + u``, ``u ~ U[0, 1)`` per entry.
+
+    The cells ``[x, x + 1)`` have unit volume, so a density ``p`` of ``x + u`` gives the discrete model
+    ``P(x) = int p(x + u) du`` with ``log P(x) >= E_u log p(x + u)``: its dequantised log-likelihood is a lower bound on a
+    discrete log-likelihood, comparable with a VAE's ELBO on the same data (rescaling ``x + u``, e.g. to [0, 1), would
+    shift every log-density by ``D log(scale)``; keep unit cells or add that term). See ``flows.dequantized_bound``.
+    """
+    if not torch.is_floating_point(x):
+        x = x.float()
+    if not torch.equal(x, x.round()):
+        raise ValueError("dequantize expects integer-valued data (e.g. binarised pixels in {0, 1}); got non-integer entries")
+    return x + torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+
+def bits_per_dim(nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
+    """Convert nats per data point to bits per dimension: ``nats / (dims * ln 2)`` (the one place the course converts).
+
+    Pass a negative log-likelihood (or a negative bound) in nats per data point and the number of dimensions of one data
+    point: 64 for an 8x8 image.
+    """
+    if not isinstance(dims, int) or dims < 1:
+        raise ValueError(f"dims must be a positive int (the number of dimensions of one data point), got {dims!r}")
+    return nats / (dims * math.log(2))

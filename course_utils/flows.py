@@ -9,7 +9,9 @@ A layer maps *data towards the base distribution*:
 A :class:`Flow` is a list of layers plus a base density, so ``log_prob`` is one pass,
 ``sample`` is one reverse pass, and layer-by-layer pictures come for free (:meth:`Flow.trajectory`).
 Chapter 01 builds the elementwise and planar layers; chapter 02 the linear (LU, QR), autoregressive
-(MADE, MAF, IAF) and coupling (NICE, RealNVP) layers.
+(MADE, MAF, IAF) and coupling (NICE, RealNVP) layers. Chapter 03 compares exact likelihoods on the binary digits:
+:class:`BernoulliMADE` (an autoregressive model of binary vectors) and a flow on dequantised data
+(:func:`dequantized_bound`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .data import dequantize
+
 __all__ = ["FlowLayer", "ElementwiseAffine", "SinhArcsinh", "Planar", "Flow", "standard_normal_log_prob",
            "Reverse", "LULinear", "QRLinear", "made_masks", "MADE", "MAF", "IAF", "AffineCoupling",
-           "checkerboard_masks", "realnvp", "standardize", "maf_flow", "jacobian_log_det", "randomize_"]
+           "checkerboard_masks", "realnvp", "standardize", "maf_flow", "BernoulliMADE", "LogitTransform", "dequantized_bound",
+           "jacobian_log_det", "randomize_"]
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -329,6 +334,16 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
+def _made_net(dim: int, hidden: Sequence[int], order: torch.Tensor | None, outputs_per_dim: int) -> nn.Sequential:
+    """The masked MLP of a MADE: ``[B, D] -> [B, outputs_per_dim * D]``, output block ``k``, entry ``i`` seeing ``x_{<i}``."""
+    masks = made_masks(dim, hidden, order)
+    layers: list[nn.Module] = []
+    for m in masks[:-1]:
+        layers += [MaskedLinear(m), nn.ReLU()]
+    layers.append(MaskedLinear(masks[-1].repeat(outputs_per_dim, 1)))
+    return nn.Sequential(*layers)
+
+
 class MADE(nn.Module):
     """Autoregressive network: ``x [B, D] -> (mu, alpha)``, each ``[B, D]``, where output ``i`` depends on ``x_{<i}`` only
     (in ``order``). Used by :class:`MAF` and :class:`IAF`.
@@ -336,13 +351,7 @@ class MADE(nn.Module):
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order: torch.Tensor | None = None):
         super().__init__()
-        masks = made_masks(dim, hidden, order)
-        out_mask = masks[-1].repeat(2, 1)  # mu and alpha
-        layers: list[nn.Module] = []
-        for m in masks[:-1]:
-            layers += [MaskedLinear(m), nn.ReLU()]
-        layers.append(MaskedLinear(out_mask))
-        self.net = nn.Sequential(*layers)
+        self.net = _made_net(dim, hidden, order, 2)  # mu and alpha
         self.dim = dim
 
     def forward(self, x):
@@ -510,6 +519,98 @@ def maf_flow(dim: int, n_layers: int = 8, hidden: Sequence[int] = (64, 64), data
     for _ in range(n_layers):
         layers += [MAF(dim, hidden), Reverse(dim)]
     return Flow(layers)
+
+
+# =============================================================================================
+# Exact likelihoods on discrete data (chapter 03 puts them next to the VAE)
+# =============================================================================================
+class BernoulliMADE(nn.Module):
+    """MADE as Germain et al. (2015) built it: an autoregressive model of binary vectors,
+
+    ``p(x) = prod_i Bernoulli(x_i; sigmoid(logit_i(x_{<i})))``, the order given by ``order`` (default 0..D-1).
+
+    - ``log_prob(x)``: exact and normalised, all D conditionals from **one** masked pass, ``[B, D] -> [B]``
+      (images ``[B, *shape]`` are flattened);
+    - ``sample(n)``: **D sequential passes**, one coordinate at a time, ``-> [n, D]`` with entries in {0, 1}.
+
+    The first coordinate in the order sees nothing: its logit is a learned bias, ``log p(x_1)``.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (256,), order: torch.Tensor | None = None):
+        super().__init__()
+        self.net = _made_net(dim, hidden, order, 1)
+        self.register_buffer("order", torch.arange(dim) if order is None else torch.as_tensor(order))
+        self.dim = dim
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits ``[B, D]``: logit ``i`` sees only the coordinates before ``i`` in the order."""
+        return self.net(x)
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim < 2 or math.prod(x.shape[1:]) != self.dim:
+            raise ValueError(f"BernoulliMADE expects a batch [B, {self.dim}] (or images with {self.dim} pixels), "
+                             f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        return x.flatten(1)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._flat(x)
+        return -F.binary_cross_entropy_with_logits(self.logits(x), x, reduction="none").sum(-1)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        p = next(self.parameters())
+        x = torch.zeros(n, self.dim, dtype=p.dtype, device=p.device)
+        for i in torch.argsort(self.order).tolist():      # coordinate i needs every earlier one: D passes
+            prob = torch.sigmoid(self.logits(x)[:, i])
+            u = torch.rand(n, generator=generator, dtype=p.dtype).to(p.device)
+            x[:, i] = (u < prob).to(p.dtype)
+        return x
+
+
+class LogitTransform(FlowLayer):
+    """Maps the box ``(0, scale)^D`` of dequantised data onto R^D (the preprocessing of Dinh et al., 2017):
+
+    ``p = alpha + (1 - 2 alpha) y / scale``, ``z = log p - log(1 - p)``, with
+    ``log|det dz/dy| = sum_i [log((1 - 2 alpha) / scale) - log p_i - log(1 - p_i)]``.
+    A flow that starts with it puts no mass far outside the data's box, and the sharp edges of the cells are stretched out.
+    ``alpha`` keeps the logit finite at the edges. No parameters.
+    """
+
+    def __init__(self, dim: int, scale: float = 2.0, alpha: float = 0.01):
+        super().__init__(dim)
+        if scale <= 0 or not 0 < alpha < 0.5:
+            raise ValueError(f"need scale > 0 and 0 < alpha < 0.5, got scale={scale}, alpha={alpha}")
+        self.scale, self.alpha = float(scale), float(alpha)
+
+    def _log_det(self, p: torch.Tensor) -> torch.Tensor:
+        return (math.log((1 - 2 * self.alpha) / self.scale) - torch.log(p) - torch.log1p(-p)).sum(-1)
+
+    def forward(self, y):
+        _check_input(y, self.dim, "LogitTransform.forward")
+        p = self.alpha + (1 - 2 * self.alpha) * y / self.scale
+        return torch.log(p) - torch.log1p(-p), self._log_det(p)
+
+    def inverse(self, z):
+        _check_input(z, self.dim, "LogitTransform.inverse")
+        p = torch.sigmoid(z)
+        return (p - self.alpha) / (1 - 2 * self.alpha) * self.scale, -self._log_det(p)
+
+
+def dequantized_bound(log_prob, x: torch.Tensor, k: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A lower bound on ``log P(x)`` of integer-valued data ``x [B, D]`` under a density ``log_prob`` (``[B, D] -> [B]``).
+
+    Uniform dequantisation: the density ``p`` on R^D defines a discrete model ``P(x) = int_{[0,1)^D} p(x + u) du``,
+    whose probabilities sum to at most 1 over the grid (``p`` may put mass off the cells). With ``u_1..u_k ~ U[0,1)^D``,
+    ``log (1/k) sum_j p(x + u_j)`` has expectation ``<= log P(x)`` (Jensen), for ``k = 1`` the variational bound
+    ``E_u log p(x + u)``, and tightens with ``k`` like :func:`course_utils.vae.iwae_bound` (uniform proposal). Returns
+    ``[B]``: one draw of the bound per data point. Training ``p`` by maximum likelihood on ``x + u`` maximises the
+    ``k = 1`` bound.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    y = torch.stack([dequantize(x, generator=generator) for _ in range(k)])          # [k, B, D]
+    log_p = log_prob(y.reshape(-1, *x.shape[1:])).reshape(k, len(x))
+    return torch.logsumexp(log_p, 0) - math.log(k)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import get_device, seed_everything
 
-__all__ = ["fit", "History", "fit_toy_density", "format_table"]
+__all__ = ["fit", "History", "fit_toy_density", "format_table", "seconds_per_call"]
 
 
 @dataclass
@@ -157,3 +157,20 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+def seconds_per_call(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Wall-clock seconds of one call of ``fn()``: one warm-up call, then the fastest of ``repeats`` timed calls.
+
+    The fastest call is the one least disturbed by whatever else the machine is doing. For cost comparisons (one network
+    pass against D sequential passes): compare ratios measured in one run, not absolute times across machines.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -21,7 +21,9 @@
 # 1. say why the marginal likelihood $p(x) = \int p(x\mid z)p(z)\,dz$ of a latent-variable model is hard, and show it;
 # 2. derive the ELBO twice (Jensen; the exact decomposition) and say what its gap is;
 # 3. compute the Gaussian KL in closed form, and compare the score-function and reparameterisation gradients;
-# 4. train a VAE on the 8×8 digits, and tighten its bound with importance weighting (IWAE).
+# 4. train a VAE on the 8×8 digits, and tighten its bound with importance weighting (IWAE);
+# 5. put its bounds next to exact likelihoods on the same binary digits — an autoregressive MADE (lecture 1 of the notes:
+#    density in one pass, sampling in 64) and a flow on dequantised pixels — in bits per pixel, and say why they compare.
 #
 # **Prerequisites.** Chapters 01–02 (change of variables, KL, MLE).
 #
@@ -35,15 +37,18 @@
 # | $\mathcal{L}_K(x) = \mathbb{E}\big[\log \frac1K\sum_k p_\theta(x, z_k)/q_\phi(z_k\mid x)\big]$ | the IWAE bound, $z_k \sim q_\phi$ |
 
 # %%
+import itertools
 import math
 
 import matplotlib.pyplot as plt
 import torch
 
 from course_utils import get_device, seed_everything, set_threads
-from course_utils.data import load_digits
+from course_utils.data import bits_per_dim, dequantize, load_digits
+from course_utils.flows import BernoulliMADE, Flow, LogitTransform, dequantized_bound, maf_flow, randomize_
 from course_utils.metrics import gaussian_kl
 from course_utils.plotting import image_grid
+from course_utils.training import fit, seconds_per_call
 from course_utils.vae import LinearGaussian, elbo, gaussian_log_prob, iwae_bound, train_digits_vae
 from course_utils.widgets import latent_explorer
 
@@ -208,8 +213,9 @@ x_train, x_test = (x_train > 0.5).float().to(device), (x_test > 0.5).float().to(
 vae8, hist8 = train_digits_vae(x_train, 8, steps=2000)
 vae2, hist2 = train_digits_vae(x_train, 2, steps=2000)
 seed_everything(1)
-with torch.no_grad():
-    test_elbo = {name: torch.stack([v.elbo(x_test) for _ in range(20)]).mean().item() for name, v in (("8-D", vae8), ("2-D", vae2))}
+with torch.no_grad():   # per test image, averaged over 20 draws of z (section 7 compares models image by image)
+    elbo_per_image = {name: torch.stack([v.elbo(x_test) for _ in range(20)]).mean(0) for name, v in (("8-D", vae8), ("2-D", vae2))}
+test_elbo = {name: v.mean().item() for name, v in elbo_per_image.items()}
 print(f"test ELBO (nats per image, 20 samples per image): 8-D latent {test_elbo['8-D']:.2f}, 2-D latent {test_elbo['2-D']:.2f}")
 assert test_elbo["8-D"] > -20.0 and test_elbo["8-D"] > test_elbo["2-D"]
 
@@ -247,16 +253,155 @@ assert (bounds[500] <= model.log_marginal(x) + 3 * se[500]).all() and (model.log
 
 seed_everything(2)
 with torch.no_grad():
-    iwae_digits = {k: torch.stack([vae8.iwae(x_test, k) for _ in range(max(2, 40 // k))]).mean().item() for k in (1, 5, 50)}
+    iwae_per_image = {k: torch.stack([vae8.iwae(x_test, k) for _ in range(max(2, 40 // k))]).mean(0) for k in (1, 5, 50)}
+iwae_digits = {k: v.mean().item() for k, v in iwae_per_image.items()}
 print("digits VAE (8-D), test set: " + ", ".join(f"IWAE_{k} = {v:.3f}" for k, v in iwae_digits.items()) + " nats per image")
 assert iwae_digits[1] < iwae_digits[5] < iwae_digits[50]
 
 # %% [markdown]
-# ## 7 · Explore: the latent space of a 2-D VAE
+# ## 7 · Exact likelihoods on the same digits: an autoregressive model and a dequantised flow
 #
-# Move $z = (z_1, z_2)$: the right panel decodes it, the left one shows where it lies among the encoder's posterior means
-# of the test digits (coloured by label). Regions between clusters decode to blends; far outside the prior's bulk the
-# decoder has seen nothing and its output degrades.
+# The VAE only bounds $\log p(x)$. The two families of chapters 01–02 give likelihoods directly; here both meet the VAE on
+# **the same 359 test digits, binarised at 0.5** as in §5, every number in nats per image and, converted once
+# (`course_utils.data.bits_per_dim`), in bits per pixel.
+#
+# **Autoregressive models** (lecture 1 of the notes). The chain rule factorises *any* distribution,
+# $p(x) = \prod_{i=1}^{D} p(x_i\mid x_{<i})$, so a model of each conditional is an exact, normalised model of $x$, and maximum
+# likelihood is next-pixel prediction: $\log p(x) = \sum_i \log p(x_i\mid x_{<i})$, a sum of $D$ cross-entropies. For binary
+# pixels each conditional is a Bernoulli with logit $\ell_i(x_{<i})$. Chapter 02's MADE computes all $D$ logits in **one**
+# masked pass (it is the network MAF used for $\mu_i, \alpha_i$; Germain et al. built it for exactly this), so the density
+# costs one pass, while **sampling** draws $x_1$, then $x_2$ given $x_1$, …: $D$ sequential passes, the MAF asymmetry again.
+# **Check** that the product of conditionals is normalised: on $D = 10$ pixels, sum $p(x)$ over all $2^{10}$ binary images
+# (a logit that saw its own pixel would break this):
+
+# %%
+all_images = torch.tensor(list(itertools.product([0.0, 1.0], repeat=10)), dtype=torch.float64)      # [1024, 10]
+small = randomize_(BernoulliMADE(10, hidden=(32,)), scale=1.0).double()
+total = small.log_prob(all_images).exp().sum().item()
+print(f"sum of p(x) over all 2^10 binary images: {total:.12f}")
+assert abs(total - 1) < 1e-10
+
+# %% [markdown]
+# Train a MADE with one hidden layer of 512 units on the 64 pixels (the same batches and optimiser as the VAE), and check
+# on the trained network that logit $i$ really ignores pixels $i, i+1, \dots$: zeroing them must not change it.
+
+# %%
+D_PIX = 64
+flat_train, flat_test = x_train.flatten(1), x_test.flatten(1)          # [N, 64] binary pixels, same split as §5
+made = BernoulliMADE(D_PIX, hidden=(512,))
+made_hist = fit(lambda: -made.log_prob(flat_train[torch.randint(len(flat_train), (128,), device=device)]).mean(), made,
+                steps=2000, lr=2e-3, desc="MADE", device=device)
+with torch.no_grad():
+    logits = made.logits(flat_test)
+    blind = torch.stack([made.logits(flat_test * (torch.arange(D_PIX, device=device) < i))[:, i] for i in range(D_PIX)], 1)
+print(f"largest change of logit i when pixels i.. are zeroed: {(logits - blind).abs().max():.1e}")
+assert torch.allclose(logits, blind, atol=1e-5)
+
+# %% [markdown]
+# **A flow on binary pixels needs dequantisation.** A flow is a density on $\mathbb{R}^{64}$; evaluated at the 0/1 corners it
+# is not a probability and can be made as large as we like (negative bits per pixel is the symptom). Instead fit it to
+# $y = x + u$, $u \sim U[0,1)^{64}$ (`course_utils.data.dequantize`). Its density $p$ defines a discrete model of the binary
+# image, $P(x) = \int_{[0,1)^{64}} p(x + u)\,du$ — the cells have volume 1, so there is no scale term, and the cells'
+# probabilities sum to at most 1 — and Jensen gives
+# $$\log P(x) = \log \mathbb{E}_u\, p(x + u) \;\ge\; \mathbb{E}_u \log p(x + u),$$
+# the dequantised log-likelihood, which maximum likelihood on $y$ maximises. It is an ELBO with $q(u\mid x)$ uniform, and
+# $K$ draws inside the log tighten it exactly as IWAE does (`flows.dequantized_bound`; the package tests check it against
+# $P(x)$ by quadrature in 2-D). So the flow's number is a lower bound on the log-probability of the same binary image, like
+# the VAE's. The flow: a fixed logit map of the box $(0, 2)^{64}$ onto $\mathbb{R}^{64}$, a standardising affine layer, then 4 MAF
+# layers (one hidden layer of 256 units each).
+
+# %%
+logit_map = LogitTransform(D_PIX, scale=2.0)
+with torch.no_grad():
+    y_logit = logit_map(dequantize(flat_train, generator=torch.Generator().manual_seed(0)).cpu())[0]
+flow = Flow([logit_map, *maf_flow(D_PIX, n_layers=4, hidden=(256,), data=y_logit).layers])
+flow_hist = fit(lambda: -flow.log_prob(dequantize(flat_train[torch.randint(len(flat_train), (128,), device=device)])).mean(),
+                flow, steps=1500, lr=3e-3, clip_grad=10.0, desc="dequantised flow", device=device)
+
+seed_everything(3)
+with torch.no_grad():
+    made_ll = made.log_prob(flat_test)                                                          # exact, [359]
+    flow_k = {k: torch.stack([dequantized_bound(flow.log_prob, flat_test, k) for _ in range(max(1, 20 // k))]).mean(0)
+              for k in (1, 100)}                                                                # [359] each
+vae_elbo_i, vae_iwae_i = elbo_per_image["8-D"], iwae_per_image[50]                          # from sections 5 and 6
+rows = [("VAE (8-D): ELBO", vae_elbo_i), ("VAE (8-D): IWAE, K = 50", vae_iwae_i),
+        ("MADE: exact log-likelihood", made_ll),
+        ("flow: dequantised bound, K = 1", flow_k[1]), ("flow: dequantised bound, K = 100", flow_k[100])]
+print(f"{'test digits, binarised (359)':34s} {'nats/image':>11s} {'± s.e.':>7s} {'bits/pixel':>11s}")
+for name, v in rows:
+    print(f"{name:34s} {v.mean():11.2f} {v.std() / math.sqrt(len(v)):7.2f} {bits_per_dim(-v.mean().item(), D_PIX):11.3f}")
+print(f"{'independent coin flips (p = 1/2)':34s} {-D_PIX * math.log(2):11.2f} {'':7s} {1.0:11.3f}")
+
+
+def paired(a, b):
+    """Mean of a - b over the same test images, and its standard error."""
+    d = a - b
+    return d.mean().item(), (d.std() / math.sqrt(len(d))).item()
+
+
+gain_k, gain_k_se = paired(flow_k[100], flow_k[1])
+made_vs_flow, made_vs_flow_se = paired(made_ll, flow_k[100])
+made_vs_vae, made_vs_vae_se = paired(made_ll, vae_iwae_i)
+vae_vs_flow, vae_vs_flow_se = paired(vae_elbo_i, flow_k[100])
+print(f"flow, K = 100 minus K = 1: {gain_k:.2f} ± {gain_k_se:.2f};  MADE minus flow (K = 100): {made_vs_flow:.2f} ± "
+      f"{made_vs_flow_se:.2f};\nMADE minus VAE IWAE_50: {made_vs_vae:.2f} ± {made_vs_vae_se:.2f};  VAE ELBO minus flow (K = 100): "
+      f"{vae_vs_flow:.2f} ± {vae_vs_flow_se:.2f} nats per image")
+assert gain_k > 3 * gain_k_se                           # (a demonstration) the uniform q(u|x) leaves a Jensen gap that
+                                                        # K draws close
+assert made_vs_flow > 3 * made_vs_flow_se and vae_vs_flow > 3 * vae_vs_flow_se   # on binary pixels the dequantised
+                                                                                  # flow trails both, even with K = 100
+assert abs(made_vs_vae) < 0.5                           # the MADE's exact value sits next to the VAE's IWAE_50 bound
+assert all(bits_per_dim(-v.mean().item(), D_PIX) > 0 for _, v in rows)   # probabilities: never below 0 bits. Rescaling
+# x + u to [0, 1) without its 64 log 2 (the cells would no longer have volume 1) moves the flow by -1 bit and fails this
+
+# %% [markdown]
+# Read the table from the bottom. A coin per pixel costs 1 bit. The flow's one-draw bound is the loosest number: part of it
+# is the flow, part the **uniform dequantisation** — $p$ is far from constant inside a cell, and 100 draws inside the log
+# recover the gain printed above (variational dequantisation, Flow++, learns $q(u\mid x)$ instead). The MADE's number is
+# not a bound but the exact log-likelihood of its model, and it lands within half a nat of the VAE's IWAE$_{50}$ bound
+# (difference printed above; that bound sits below the VAE's own $\log p(x)$, so the VAE may be slightly better than its
+# number). On 64 binary pixels one pass of a masked network is about as good a density model as the VAE.
+#
+# **Costs.** Time one density evaluation of the 359 test images against drawing 359 samples (the fastest of a few calls):
+
+# %%
+with torch.no_grad():
+    cost = {"VAE": (seconds_per_call(lambda: vae8.elbo(x_test)), seconds_per_call(lambda: vae8.sample(359))),
+            "MADE": (seconds_per_call(lambda: made.log_prob(flat_test), repeats=10), seconds_per_call(lambda: made.sample(359))),
+            "MAF flow": (seconds_per_call(lambda: flow.log_prob(flat_test + 0.5), repeats=10),
+                         seconds_per_call(lambda: flow.sample(359), repeats=2))}
+for name, (dens, samp) in cost.items():
+    print(f"{name:9s} density {1e3 * dens:7.2f} ms   sampling {1e3 * samp:8.2f} ms   ratio {samp / dens:5.1f}")
+assert cost["MADE"][1] / cost["MADE"][0] > 10 and cost["MAF flow"][1] / cost["MAF flow"][0] > 10
+
+with torch.no_grad():
+    gen = torch.Generator().manual_seed(0)
+    vae_draws = torch.bernoulli(vae8.sample(12, generator=gen).cpu(), generator=gen)                 # binary, like the others
+    made_draws = made.sample(12, generator=gen).reshape(12, 1, 8, 8)
+    flow_draws = flow.sample(12, generator=gen).floor().clamp(0, 1).reshape(12, 1, 8, 8)        # the cell each y falls in
+fig, axes = plt.subplots(3, 1, figsize=(8, 3.9))
+for ax, imgs, title in zip(axes, (vae_draws, made_draws, flow_draws),
+                           ("VAE: pixels drawn from p(x | z) at prior draws z", "MADE: 64 sequential passes",
+                            "dequantised flow: the cell of each sample")):
+    image_grid(ax, imgs.cpu(), nrow=12, title=title)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The MADE samples in 64 sequential passes and the MAF flow in 64 per layer, each pass needing the pixels drawn before it;
+# a density evaluation of either is one pass per layer, and a VAE sample is one decoder pass. That is the price of an exact
+# autoregressive likelihood: every pixel waits for the ones before it (for $n\times n$ images, $n^2$ passes; the notes
+# count the cost of a transformer that recomputes attention over the prefix at every step). In the samples, the flow — the
+# loosest bound — gives the most speckled images; the VAE's pixels are independent given $z$ and the MADE's see each other,
+# and at this size both draw digit-like strokes.
+
+# %% [markdown]
+# ## 8 · Explore: the latent space of a 2-D VAE
+#
+# Move $z = (z_1, z_2)$: the right panel shows the decoder's mean image $p_\theta(x_i = 1\mid z)$ there, the left one where $z$
+# lies among the encoder's posterior means of the test digits (coloured by label). Regions between clusters decode to
+# grey blends. Far outside the prior's bulk the decoder has seen no codes, yet it still answers confidently, extrapolating
+# the nearest cluster's digit (try the corners): a sharp output says nothing about how likely $z$ is.
 
 # %%
 latent_explorer(vae2, x_test, y_test)
@@ -268,11 +413,17 @@ latent_explorer(vae2, x_test, y_test)
 # * **Score-function gradients** are unbiased but noisy; use reparameterisation when $q$ and $f$ allow it.
 # * **Bernoulli likelihoods need binary data**; on grey-level pixels the "ELBO" is not a bound on a density.
 # * **Compare bounds on the same footing**: test-set ELBO and IWAE with enough samples, in nats per image.
+# * **A density is not a probability.** A flow evaluated at the 0/1 pixels can score anything (negative bits per pixel);
+#   dequantise with unit cells, and compare only numbers that bound a probability of the same binarised test images,
+#   converted to bits per dimension once (`bits_per_dim`).
 #
 # ## Summary
 # * $\log p(x) = \mathcal{L}(x) + \mathrm{KL}(q\,\|\,p(z\mid x))$; $\mathcal{L}$ is tight iff $q$ is the posterior.
 # * A VAE amortises $q$ with an encoder and trains with the reparameterised ELBO and a closed-form KL.
 # * IWAE bounds $\mathcal{L}_1 \le \mathcal{L}_5 \le \mathcal{L}_{50} \le \log p(x)$ tighten the estimate of the evidence.
+# * An autoregressive model $p(x) = \prod_i p(x_i\mid x_{<i})$ has an exact likelihood in one MADE pass and samples in $D$;
+#   a flow on dequantised data has a bound, $\mathbb{E}_u \log p(x + u) \le \log P(x)$. On the binary digits the MADE matches
+#   the VAE's IWAE bound and the dequantised flow trails both.
 #
 # **Homework 03** (`exercises/hw03_vae_and_elbo/`): the Gaussian KL, the reparameterised ELBO, the IWAE bound, and training a
 # VAE on the digits to a stated test ELBO.

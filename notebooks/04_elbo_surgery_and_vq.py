@@ -410,7 +410,7 @@ plt.show()
 #
 # Move β along the sweep trained in section 3. Left: the rate–distortion curve, the current model in red, and its line of
 # constant ELBO. Then the mean KL of each latent dimension (grey: collapsed), reconstructions of test digits, and the test
-# codes in the two dimensions that carry the most information. Watch dimensions switch off as β grows, reconstructions blur
+# codes in the two dimensions that carry the most information (one scale for the whole sweep). Watch dimensions switch off as β grows, reconstructions blur
 # towards the average digit, and the code cloud shrink onto the prior's centre.
 
 # %%

@@ -80,14 +80,27 @@ def test_surgery_terms_add_up_and_hit_the_extremes():
     assert "I_q(x; z)" in str(t)
 
 
-def test_a_wrong_aggregate_posterior_breaks_the_surgery_identity(monkeypatch):
-    """The identity check can fail: drop the -log n normalisation of q(z) and the two sides disagree."""
+def test_the_surgery_identity_catches_a_wrong_kl_but_not_a_wrong_log_q(monkeypatch):
+    """What ``mean KL = I_q + KL(q(z) || p)`` can and cannot check. An error e(z) in log q(z) enters I_q as -E_q[e] and the
+    marginal KL as +E_q[e]: it cancels, so the identity still holds (a missing -log n shows up only as I_q < 0, outside
+    [0, log n]; the lecture's independent check of log q(z) is in tests/test_deliberate_errors.py). An error in the
+    mean-KL term, which does not go through q(z), breaks it."""
+    import course_utils.priors as priors
+
     g = torch.Generator().manual_seed(2)
     mu, logvar = torch.randn(50, 2, generator=g), torch.randn(50, 2, generator=g) - 1
-    original = AggregatePosterior.log_prob
-    monkeypatch.setattr(AggregatePosterior, "log_prob", lambda self, z: original(self, z) + math.log(len(self.mu)))
-    t = surgery_terms(mu, logvar, generator=g)
-    assert t.mutual_info < 0 or abs(t.gap) > 4 * t.gap_se
+    right = surgery_terms(mu, logvar, samples_per_point=50, generator=g)
+    assert abs(right.gap) < 4 * right.gap_se and 0 < right.mutual_info < right.log_n
+    with monkeypatch.context() as m:                            # log q(z) without its -log n
+        original = AggregatePosterior.log_prob
+        m.setattr(AggregatePosterior, "log_prob", lambda self, z: original(self, z) + math.log(len(self.mu)))
+        t = surgery_terms(mu, logvar, samples_per_point=50, generator=g)
+        assert abs(t.gap) < 4 * t.gap_se                        # the identity cannot see it ...
+        assert t.mutual_info < 0                                # ... the bounds on I_q can
+    with monkeypatch.context() as m:                            # the closed-form Gaussian KL without its 1/2
+        m.setattr(priors, "gaussian_kl", lambda *a, **k: 2 * gaussian_kl(*a, **k))
+        t = surgery_terms(mu, logvar, samples_per_point=50, generator=g)
+        assert abs(t.gap) > 10 * t.gap_se                       # the identity catches this one
 
 
 def test_fitting_a_prior_lowers_the_marginal_kl_by_the_elbo_gain():

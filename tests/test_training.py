@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 
@@ -108,3 +110,13 @@ def test_the_model_benchmark_runs_every_family_end_to_end():
     assert any("KL gap" in ln for ln in lines)
     with pytest.raises(SystemExit, match="unknown model"):
         bench_models(seconds=0.1, targets=["moons"], models=["VAE"], log=lines.append)
+
+
+def test_seconds_per_call_warms_up_then_times_the_fastest_call():
+    from course_utils.training import seconds_per_call
+
+    calls = []
+    t = seconds_per_call(lambda: (calls.append(1), time.sleep(0.01)), repeats=2)
+    assert len(calls) == 3 and 0.009 < t < 0.5          # one warm-up call, two timed ones, seconds per call
+    with pytest.raises(ValueError, match="repeats"):
+        seconds_per_call(lambda: None, repeats=0)

@@ -37,6 +37,7 @@ class BetaState:
     means: np.ndarray          # [N, 2] posterior means in the two most informative dimensions
     dims: tuple[int, int]      # which dimensions those are
     labels: np.ndarray         # [N]
+    lim: float = 3.5           # half-width of the latent panel, the same for every beta of the sweep
 
     @property
     def active(self) -> int:
@@ -57,9 +58,12 @@ def beta_state(vaes: dict, beta: float, x: torch.Tensor, labels: torch.Tensor, m
     kl = measurements[beta]["kl_per_dim"].numpy()
     dims = tuple(int(d) for d in np.argsort(-kl)[:2])
     recon = torch.sigmoid(vae.decoder(mu[:n_show]))
+    # one scale for the whole sweep, so that moving the slider shows the code spreading or shrinking (small betas spread
+    # the posterior means beyond the prior's +-3.5)
+    reach = max(v.encoder(x.to(next(v.parameters())))[0].abs().max().item() for v in vaes.values())
     return BetaState(beta, betas, [measurements[b]["rate"] for b in betas], [measurements[b]["distortion"] for b in betas],
                      kl, x[:n_show, 0].cpu().numpy(), recon[:, 0].cpu().numpy(), mu[:, list(dims)].cpu().numpy(), dims,
-                     labels.cpu().numpy())
+                     labels.cpu().numpy(), max(3.5, 1.05 * reach))
 
 
 def beta_figure(state: BetaState):
@@ -69,7 +73,7 @@ def beta_figure(state: BetaState):
     ax = fig.add_subplot(gs[0])
     ax.plot(state.rates, state.distortions, "o-", color="0.6", ms=4)
     for b, r, d in zip(state.betas, state.rates, state.distortions):
-        ax.annotate(f"β={b:g}", (r, d), textcoords="offset points", xytext=(4, 3), fontsize=8, color="0.35")
+        ax.annotate(f"β={b:g}", (r, d), textcoords="offset points", xytext=(6, 4), fontsize=8, color="0.35")
     i = state.betas.index(state.beta)
     r0, d0 = state.rates[i], state.distortions[i]
     ax.plot(r0, d0, "o", color="C3", ms=9)
@@ -101,7 +105,7 @@ def beta_figure(state: BetaState):
     ax = fig.add_subplot(gs[3])
     sc = ax.scatter(state.means[:, 0], state.means[:, 1], c=state.labels, cmap="tab10", s=6, vmin=-0.5, vmax=9.5)
     fig.colorbar(sc, ax=ax, ticks=range(10), fraction=0.046, pad=0.04, label="digit")
-    ax.set_xlim(-3.5, 3.5); ax.set_ylim(-3.5, 3.5); ax.set_aspect("equal")
+    ax.set_xlim(-state.lim, state.lim); ax.set_ylim(-state.lim, state.lim); ax.set_aspect("equal")
     ax.set_xlabel(f"$z_{{{state.dims[0] + 1}}}$"); ax.set_ylabel(f"$z_{{{state.dims[1] + 1}}}$")
     ax.set_title("posterior means, two most\ninformative dimensions", fontsize=9)
     fig.tight_layout()

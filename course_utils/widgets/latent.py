@@ -31,16 +31,18 @@ def latent_state(vae, z1: float, z2: float, means: torch.Tensor, labels: torch.T
 
 
 def latent_figure(state: LatentState, lims=(-3.5, 3.5)):
-    """Left: encoder means of the test set coloured by label, the chosen z marked; right: the decoded digit."""
+    """Left: encoder means of the test set coloured by label, the chosen z marked; right: the decoder's mean image at z."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8.6, 4), gridspec_kw={"width_ratios": [1.35, 1]})
     sc = ax.scatter(state.means[:, 0], state.means[:, 1], c=state.labels, cmap="tab10", s=9, vmin=-0.5, vmax=9.5)
     fig.colorbar(sc, ax=ax, ticks=range(10), fraction=0.046, pad=0.04, label="digit")
-    ax.plot(*state.z, marker="X", color="k", ms=14, mec="w", mew=1.5)
-    ax.set_xlim(*lims); ax.set_ylim(*lims); ax.set_aspect("equal")
+    ax.plot(*state.z, marker="X", color="k", ms=14, mec="w", mew=1.5, clip_on=False, zorder=5)   # visible at the edges too
+    pad = 0.04 * (lims[1] - lims[0])
+    ax.set_xlim(lims[0] - pad, lims[1] + pad); ax.set_ylim(lims[0] - pad, lims[1] + pad); ax.set_aspect("equal")
     ax.set_xlabel("$z_1$"); ax.set_ylabel("$z_2$"); ax.set_title("posterior means of test digits", fontsize=10)
-    ax2.imshow(state.image, cmap="gray_r", vmin=0, vmax=1)
+    im = ax2.imshow(state.image, cmap="gray_r", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax2, fraction=0.046, pad=0.04, label="p(pixel = 1 | z)")
     ax2.set_xticks([]); ax2.set_yticks([])
-    ax2.set_title(f"decoded at z = ({state.z[0]:.1f}, {state.z[1]:.1f})", fontsize=10)
+    ax2.set_title(f"decoder mean at z = ({state.z[0]:.1f}, {state.z[1]:.1f})", fontsize=10)
     fig.tight_layout()
     return fig
 
