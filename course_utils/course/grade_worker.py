@@ -125,6 +125,35 @@ def sanitize(submission, release) -> tuple[Any, list[str]]:
     return nb, restored
 
 
+_SAFE_MIME = ("text/plain", "image/png", "image/jpeg")
+
+
+def safe_for_instructor(nb):
+    """The graded notebook as the instructor will see it (in the formgrader, in a browser, with their rights): no
+    script or markup of the student's can run there. Outputs keep plain text and PNG/JPEG pictures only (no HTML,
+    JavaScript, SVG or widget views); the student's markdown (written answers, their own cells) and raw cells are
+    shown as text, with ``<`` and ``>`` escaped; attachments are dropped."""
+    for cell in nb.cells:
+        meta = _meta(cell)
+        if cell.cell_type == "code":
+            kept = []
+            for out in cell.get("outputs", []):
+                if out.get("output_type") in ("display_data", "execute_result"):
+                    out["data"] = {k: v for k, v in out.get("data", {}).items() if k in _SAFE_MIME}
+                    out["metadata"] = {}
+                    if not out["data"]:
+                        continue
+                kept.append(out)
+            cell.outputs = kept
+        elif not meta.get("locked"):  # the student's text
+            text = cell.get("source", "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            new = nbformat.v4.new_markdown_cell(text)
+            new["id"], new["metadata"] = cell.get("id"), cell.get("metadata", {})
+            cell.clear()
+            cell.update(new)
+    return nb
+
+
 def _content_size(v: Any, budget: int = 10**9) -> int:
     """Characters of text in a message's content (a bounded walk)."""
     if isinstance(v, str):
@@ -168,11 +197,16 @@ def run(job: dict) -> dict:
     limits = Limits(**job["limits"])
     isolation = Isolation(**job["isolation"])
     private, work, exchange = Path(job["private"]), Path(job["work"]), Path(job["exchange"])
-    for d in (private, work, exchange, exchange / "rpc"):
+    requests, answers = private / "req", exchange / "out"   # the box reads the first and writes the second
+    for d in (private, work, exchange, requests, answers):
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, 0o700)
+    # Everything in the exchange folder is the kernel's to change (it may put links there, to anywhere on this
+    # machine): the grader reads answers only through this handle of the folder, opened before the kernel starts,
+    # and never follows a link; requests go to a folder the box can only read.
+    answers_fd = os.open(answers, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
     box = Sandbox(isolation, limits, private, work, exchange, threads=job["threads"],
-                  data=[Path(f) for f in job.get("data", [])])
+                  data=[Path(f) for f in job.get("data", [])], requests=requests)
     max_msg = int(max(limits.output_mb * 2**20 * 4, 256 * 2**20))
 
     class BoxedKernelManager(AsyncKernelManager):
@@ -254,33 +288,34 @@ def run(job: dict) -> dict:
         except Exception as err:  # noqa: BLE001 - a kernel that breaks the protocol
             kernel_dead, dead_in = True, "notebook"
             state["protocol"] = f"{type(err).__name__}: {str(err)[:200]}"
-        finally:
-            try:
-                client.kc.stop_channels()
-            except Exception:  # noqa: BLE001
-                pass
 
         # ---- the hidden tests, here, calling into the kernel ----------------------------------------------------
+        # (through the notebook's own client, connected before any of the student's code ran)
         if not kernel_dead and not state["killed_for_time"]:
-            kc = BlockingKernelClient()
-            kc.load_connection_info(km.get_connection_info())
-            kc.context.setsockopt(zmq.MAXMSGSIZE, max_msg)
-            kc.start_channels()
-            rpc_dir = exchange / "rpc"
+            kc = client.kc
             counter = {"n": 0}
 
             def send(request: dict) -> Any:
                 counter["n"] += 1
                 n = counter["n"]
-                answer = rpc_dir / f"{n}.out"
-                (rpc_dir / f"{n}.in").write_bytes(wire.dumps(request))
-                code = f"__import__('course_utils.course.rpc', fromlist=['serve']).serve({str(rpc_dir)!r}, {n})"
+                name = f"{n}.out"
+                try:
+                    os.unlink(name, dir_fd=answers_fd)  # an answer planted in advance is not the answer
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    raise rpc.RpcFailure("the kernel put something the grader cannot remove where its answer goes") from None
+                fd = os.open(requests / f"{n}.in", os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(wire.dumps(request))
+                code = (f"__import__('course_utils.course.rpc', fromlist=['serve'])"
+                        f".serve({str(requests)!r}, {str(answers)!r}, {n})")
                 budget = min(job["cell_timeout"], deadline - time.monotonic())
                 if budget <= 0:
                     raise _Lost("the notebook limit passed during the hidden checks")
                 try:
-                    kc.execute_interactive(code, silent=True, store_history=False, timeout=budget,
-                                           output_hook=lambda msg: None, allow_stdin=False)
+                    run_sync(kc.execute_interactive)(code, silent=True, store_history=False, timeout=budget,
+                                                     output_hook=lambda msg: None, allow_stdin=False)
                 except TimeoutError:
                     if not alive():
                         raise _Lost("the kernel died during a hidden check") from None
@@ -289,14 +324,13 @@ def run(job: dict) -> dict:
                     if not alive():
                         raise _Lost("the kernel died during a hidden check") from None
                     raise rpc.RpcFailure(f"the kernel did not answer the grader ({type(err).__name__})") from None
-                if not answer.exists():
+                data = _read_answer(answers_fd, name, max_msg)
+                if data is None:
                     if not alive():
                         raise _Lost("the kernel died during a hidden check")
                     raise rpc.RpcFailure("the kernel wrote no answer to the grader's call (was the call blocked?)")
-                if answer.stat().st_size > max_msg:
-                    raise rpc.RpcFailure("the answer to the grader's call is too large")
                 try:
-                    return wire.loads(answer.read_bytes(), max_bytes=max_msg)
+                    return wire.loads(data, max_bytes=max_msg)
                 except wire.WireError as err:
                     raise rpc.RpcFailure(f"the answer to the grader's call is not valid ({err})") from None
 
@@ -332,10 +366,6 @@ def run(job: dict) -> dict:
                     break
                 if message.startswith("the student's code ran past"):  # still busy: interrupt it before going on
                     run_sync(km.interrupt_kernel)()
-            try:
-                kc.stop_channels()
-            except Exception:  # noqa: BLE001
-                pass
     except Exception as err:  # noqa: BLE001 - the kernel did not start, or the grader failed
         if not state["killed_for_time"]:
             result["status"] = "grader error"
@@ -349,6 +379,11 @@ def run(job: dict) -> dict:
             pass
         facts = kill_box()
         log_tail.close()
+        os.close(answers_fd)
+        try:
+            client.kc.stop_channels()
+        except Exception:  # noqa: BLE001 - no client yet, or already closed
+            pass
 
     # ---- the status, from what happened ---------------------------------------------------------------------------
     no_scores = {t: None for t in tasks}
@@ -398,8 +433,43 @@ def run(job: dict) -> dict:
     result["output_chars"] = state["output"]
 
     # the executed notebook (outputs as the grader recorded them), for feedback and the formgrader
-    nbformat.write(nb, out_dir / "graded.ipynb")
+    nbformat.write(safe_for_instructor(nb), out_dir / "graded.ipynb")
     return result
+
+
+def _read_answer(folder_fd: int, name: str, max_bytes: int) -> bytes | None:
+    """The bytes of a plain file ``name`` in the folder, at most ``max_bytes`` (None if there is none); never through a
+    link, never blocking on a pipe or a device."""
+    import stat
+
+    try:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), dir_fd=folder_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        from course_utils.course.rpc import RpcFailure
+
+        raise RpcFailure(f"the answer to the grader's call is not a plain file ({err.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            from course_utils.course.rpc import RpcFailure
+
+            raise RpcFailure("the answer to the grader's call is not a plain file")
+        chunks, total = [], 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > max_bytes:
+            from course_utils.course.rpc import RpcFailure
+
+            raise RpcFailure("the answer to the grader's call is too large")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _read_tail(path: Path, n: int = 4000) -> str:

@@ -161,7 +161,11 @@ def discover(folder: Path, assignment: str) -> list[Entry]:
 # helpers
 # ---------------------------------------------------------------------------------------------------------------
 def _sha256(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
@@ -321,7 +325,15 @@ def _prepare(course: Course, assignment: str, out: Path) -> tuple[str, Path, Pat
 
 
 def _run_worker(job: dict, timeout: float) -> dict:
-    """Run one grade_worker process; a crash or hang of it is a row, never a lost batch."""
+    """Run one grade_worker process; a crash or hang of it is a row, never a lost batch. Its box's folders are
+    removed as soon as it ends (what the kernel wrote there uses memory when they are on a memory file system)."""
+    try:
+        return _run_worker_once(job, timeout)
+    finally:
+        shutil.rmtree(Path(job["exchange"]).parent, ignore_errors=True)
+
+
+def _run_worker_once(job: dict, timeout: float) -> dict:
     out_dir = Path(job["out_dir"])
     job_file = out_dir / "job.json"
     job_file.write_text(json.dumps(job))
@@ -398,15 +410,18 @@ def grade(course: Course, assignment: str, submissions: Path, out: Path | None =
             if e.status in ("no notebook", "several notebooks") and (submissions / e.student).is_dir():
                 known_student(e.student)
             continue
+        if e.path.stat().st_size > _MAX_NOTEBOOK_MB * 2**20:  # before reading it
+            rows[k] = GradeRow(e.student, "invalid notebook", {t: None for t in task_ids}, None,
+                               f"the file is larger than {_MAX_NOTEBOOK_MB} MB")
+            known_student(e.student)
+            continue
         digest = _sha256(e.path)
         try:
-            if e.path.stat().st_size > _MAX_NOTEBOOK_MB * 2**20:
-                raise ValueError(f"the file is larger than {_MAX_NOTEBOOK_MB} MB")
             nbformat.validate(nbformat.reads(e.path.read_text(encoding="utf-8"), as_version=4))
         except Exception as err:  # noqa: BLE001 - any unreadable file is a row
             first = str(err).splitlines()[0][:200] if str(err) else ""
-            rows[index[e.student]] = GradeRow(e.student, "invalid notebook", {t: None for t in task_ids}, None,
-                                              f"{type(err).__name__}: {first}")
+            rows[k] = GradeRow(e.student, "invalid notebook", {t: None for t in task_ids}, None,
+                               f"{type(err).__name__}: {first}")
             known_student(e.student)
             continue
         staged = root / "submitted" / e.student / name / f"{name}.ipynb"

@@ -14,6 +14,7 @@ Kernel side: :func:`serve` (and nothing else of this module runs in the sandbox)
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,11 +82,12 @@ def _materialise(v: Any) -> Any:
     return v
 
 
-def serve(directory: str, n: int) -> None:
-    """Answer request ``n`` of the grader: read ``directory/n.in``, write ``directory/n.out``."""
-    folder = Path(directory)
+def serve(requests: str, answers: str, n: int) -> None:
+    """Answer request ``n`` of the grader: read ``requests/n.in`` (a folder the box can only read), write
+    ``answers/n.out``."""
+    folder = Path(answers)
     try:
-        request = wire.loads((folder / f"{n}.in").read_bytes())
+        request = wire.loads((Path(requests) / f"{n}.in").read_bytes())
         op, target = request["op"], request["target"]
         obj = _resolve(target, _namespace())
         if op == "call":
@@ -116,7 +118,7 @@ class StudentError(Exception):
     """The student's code raised ``type_name: message`` in the kernel."""
 
     def __init__(self, type_name: str, message: str):
-        super().__init__(f"{type_name}: {message}")
+        super().__init__(f"{type_name}: {message!r}")
         self.student_error_type = type_name
         self.student_error_message = message
 
@@ -200,8 +202,10 @@ class Remote:
             if not (isinstance(err, list) and len(err) == 2 and all(isinstance(e, str) for e in err)):
                 raise RpcFailure("the kernel's error reply is malformed")
             if err[0] == "NotImplementedError":
-                raise NotImplementedError(err[1])
-            raise StudentError(err[0][:100], err[1])
+                raise NotImplementedError(err[1][:300])
+            # both strings are the student's: an identifier for the type, the message cut short (the instructor reads
+            # them in the CSV, where they must not pass for the grader's words)
+            raise StudentError(re.sub(r"[^\w.]", "?", err[0])[:60] or "?", err[1][:300])
         if "ok" not in reply:
             raise RpcFailure("the kernel's reply is malformed")
         return self._wrap(reply["ok"])

@@ -55,6 +55,7 @@ class Isolation:
     kind: str                    # "bubblewrap" or "none"
     cgroup: str | None = None    # "cgroup v1" when the box gets memory and process limits as a whole
     notes: list[str] = field(default_factory=list)
+    sized_tmpfs: bool = False    # this bubblewrap can cap its tmpfs folders (--size, bubblewrap >= 0.7)
 
     @property
     def summary(self) -> str:
@@ -119,8 +120,11 @@ def detect_isolation(allow_unsandboxed: bool = False) -> Isolation:
                 "of the CSV will say so).")
         return Isolation("none", None, [why])
     cg = _cgroup_v1_root()
+    sized = subprocess.run([_bwrap(), "--ro-bind", "/", "/", "--size", "1048576", "--tmpfs", "/tmp", "--unshare-all",
+                            "--", "/bin/true"], capture_output=True, timeout=30).returncode == 0
     return Isolation("bubblewrap", "cgroup v1" if cg else None,
-                     [] if cg else ["no writable control groups: memory is limited per process, processes by rlimit"])
+                     [] if cg else ["no writable control groups: memory is limited per process, processes by rlimit"],
+                     sized_tmpfs=sized)
 
 
 def _python_paths() -> list[Path]:
@@ -146,9 +150,10 @@ class Sandbox:
     HOME = "/home/student"
 
     def __init__(self, isolation: Isolation, limits: Limits, private: Path, work: Path, exchange: Path,
-                 threads: int = 1, data: list[Path] | None = None):
+                 threads: int = 1, data: list[Path] | None = None, requests: Path | None = None):
         self.isolation, self.limits = isolation, limits
         self.data = list(data or [])  # files the exercise hands out, read-only in the working folder
+        self.requests = requests      # the grader's requests to the kernel: read-only in the box
         self.private, self.work, self.exchange = private, work, exchange
         self.threads = threads
         self.cgroups: dict[str, Path] = {}
@@ -218,11 +223,15 @@ class Sandbox:
             for name in ("passwd", "group", "hosts"):
                 inner += ["--ro-bind", str(etc / name), f"/etc/{name}"]
             # everything the kernel may write is a tmpfs (charged to the box's memory) but the exchange folder
-            inner += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home",
-                      "--tmpfs", f"{self.HOME}/work"]
+            size = ["--size", str(self.limits.memory_mb * 2**20)] if self.isolation.sized_tmpfs else []
+            inner += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/tmp", *size, "--tmpfs", "/home",
+                      *size, "--tmpfs", f"{self.HOME}/work"]  # each at most the memory limit (where bwrap can say so)
             for f in self.data:
                 inner += ["--ro-bind", str(f), f"{self.HOME}/work/{f.name}"]
-            inner += ["--bind", str(self.exchange), str(self.exchange), "--chdir", f"{self.HOME}/work", "--clearenv"]
+            inner += ["--bind", str(self.exchange), str(self.exchange)]
+            if self.requests is not None:
+                inner += ["--ro-bind", str(self.requests), str(self.requests)]
+            inner += ["--chdir", f"{self.HOME}/work", "--clearenv"]
             for k, v in self._env().items():
                 inner += ["--setenv", k, v]
             inner += ["--", *argv]

@@ -166,6 +166,7 @@ def loads(data: bytes, max_bytes: int = 256 * 2**20) -> Any:
     if len(specs) > MAX_NODES:
         raise WireError("too many tensors")
     nodes = 0
+    decoded = 0  # bytes of tensors made so far: a tensor referenced many times is decoded many times
 
     def tensor(i: Any, as_numpy: bool = False):
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(specs):
@@ -183,6 +184,10 @@ def loads(data: bytes, max_bytes: int = 256 * 2**20) -> Any:
         count = math.prod(shape)
         if count * itemsize != nbytes:
             raise WireError("a tensor's shape does not match its number of bytes")
+        nonlocal decoded
+        decoded += nbytes
+        if decoded > max_bytes:
+            raise WireError(f"the decoded tensors would take more than {max_bytes} bytes")
         raw = body[off:off + nbytes]
         if tdtype == torch.bfloat16:
             arr = np.frombuffer(raw, dtype=np.int16).copy().reshape(shape)
