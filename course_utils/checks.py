@@ -20,8 +20,8 @@ import sys
 
 import torch
 
-__all__ = ["CheckFailed", "call", "expect", "expect_tensor", "expect_close", "diagnose", "passed", "hidden_test",
-           "LocalStudent"]
+__all__ = ["CheckFailed", "call", "expect", "expect_tensor", "expect_close", "expect_density_fit", "diagnose", "passed",
+           "hidden_test", "LocalStudent"]
 
 
 class CheckFailed(AssertionError):
@@ -50,7 +50,9 @@ def call(fn: Callable, *args: Any, name: str | None = None, **kwargs: Any) -> An
         if getattr(err, "grading_failure", False):  # the grader lost the kernel: not the student's error message
             raise
         kind = getattr(err, "student_error_type", type(err).__name__)  # raised in the student's kernel (grading)
-        _fail(f"{label} raised {kind}: {getattr(err, 'student_error_message', err)}")
+        message = str(getattr(err, "student_error_message", err))
+        _fail(f"{label} raised {kind}: {message[:200]!r}" if hasattr(err, "student_error_type") else
+              f"{label} raised {kind}: {message}")
 
 
 def expect(condition: bool, message: str) -> None:
@@ -67,6 +69,8 @@ def expect_tensor(value: Any, shape: Sequence[int] | None = None, name: str = "t
               f"but it is a {type(value).__name__}")
     if shape is not None and tuple(value.shape) != tuple(shape):
         _fail(f"{name} should have shape {tuple(shape)}, but it has shape {tuple(value.shape)}")
+    if value.is_complex() and dtype is None:
+        _fail(f"{name} should be real, but it has the complex dtype {value.dtype}")
     if dtype is not None and value.dtype != dtype:
         _fail(f"{name} should have dtype {dtype}, but it has dtype {value.dtype}")
     if finite and torch.is_floating_point(value):
@@ -87,10 +91,27 @@ def expect_close(value: Any, expected: torch.Tensor | float, atol: float = 1e-5,
     v = value.detach().double().cpu()
     err = (v - expected_t).abs()
     tol = atol + rtol * expected_t.abs()
-    if (err > tol).any():
+    if not (err <= tol).all():  # (a NaN anywhere fails: NaN <= tol is false)
         i = int((err - tol).flatten().argmax())
         _fail(f"{name} is off: at entry {i} it is {v.flatten()[i].item():.6g} but should be "
               f"{expected_t.flatten()[i].item():.6g} (largest error {err.max().item():.3g}, tolerance {atol:g} + {rtol:g}*|expected|)")
+
+
+def expect_density_fit(log_q: torch.Tensor, log_p: torch.Tensor, bound: float, name: str = "the model") -> float:
+    """A model's log-density ``log_q`` at draws of the target, whose own log-density there is ``log_p``: check that q is
+    a normalised density fitted to p, and return the KL gap KL(p || q) = E_p[log p - log q].
+
+    A normalised q puts mass E_p[q/p] <= 1 where p lives, and its KL gap is at least 0 (up to the Monte Carlo
+    error); a "model" whose log_prob is shifted up, or is simply large, fails both. The gap must be below ``bound``.
+    """
+    diff = (torch.as_tensor(log_p) - torch.as_tensor(log_q)).double().detach().cpu()
+    kl, se = diff.mean().item(), diff.std().item() / max(1.0, len(diff)) ** 0.5
+    mass = (-diff).exp().mean().item()
+    expect(math.isfinite(kl) and math.isfinite(mass), f"{name}: the KL gap is not finite: did the training diverge?")
+    expect(mass < 1.05 and kl > -4 * se, f"{name}: log_prob is not a normalised density (it puts mass {mass:.3g} where "
+           f"the target lives, and its KL gap {kl:.3g} is below zero, impossible for a density)")
+    expect(kl < bound, f"{name}: the KL gap should be below {bound} nats, but it is {kl:.4f}")
+    return kl
 
 
 def diagnose(value: Any, wrong: dict[str, Any], atol: float = 1e-5, rtol: float = 1e-4) -> None:
