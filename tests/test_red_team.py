@@ -244,6 +244,81 @@ for host, port in (("1.1.1.1", 53), ("127.0.0.1", 22), ("10.0.0.1", 80)):
         print("no network:", host, err)
 """
 
+SYMLINK_ANSWERS = """
+import os, sys
+import course_utils.course.rpc as _rpc
+_real = _rpc.serve
+def _planted(requests, answers, n):
+    # instead of an answer: a link to a file of the host, to a device, or a pipe that never ends
+    for name in (f"{answers}/{n}.out", f"{answers}/{n + 1}.out"):
+        try:
+            if n % 3 == 0:
+                os.mkfifo(name)
+            elif n % 3 == 1:
+                os.symlink("/dev/zero", name)
+            else:
+                os.symlink("/tmp/course-redteam-leak-created-by-grader", name)
+        except OSError:
+            pass
+_rpc.serve = _planted
+for line in open("/proc/self/mountinfo"):  # the grader's requests folder is visible as a mount: plant its next request
+    point = line.split()[4]
+    if point.endswith("/req"):
+        try:
+            os.symlink("/tmp/course-redteam-leak-request", point + "/1.in")
+            print("PLANTED a request link")
+        except OSError as err:
+            print("cannot plant a request link:", err)
+"""
+COMPLEX_NAN = """
+def _nan(*shape):
+    return torch.full(shape, complex(float("nan"), 0.0), dtype=torch.complex128)
+def planar_log_det(x, u, w, b):
+    return _nan(len(x))
+def lognormal_log_prob(y, mu, sigma):
+    return _nan(len(y))
+class LeakyReLUFlow(torch.nn.Module):
+    def __init__(self, alpha=0.5):
+        super().__init__()
+        self.alpha = alpha
+    def forward(self, x):
+        return _nan(*x.shape), _nan(len(x))
+    def inverse(self, z):
+        return _nan(*z.shape), _nan(len(z))
+class _Nan(torch.nn.Module):
+    def log_prob(self, x):
+        return _nan(len(x))
+def fit_flow(x_train):
+    return _Nan()
+"""
+NOT_A_DENSITY = """
+class _Confident(Flow):
+    def log_prob(self, x):
+        return torch.full((len(x),), 100.0)
+def fit_flow(x_train):
+    return _Confident([ElementwiseAffine(2)])
+"""
+WIRE_BOMB = """
+import json, struct
+import course_utils.course.rpc as _rpc
+_raw = bytes(8 * 2**20)  # one 8 MB tensor in the file, referenced 40 times in the header: 320 MB if decoded naively
+_head = json.dumps({"value": {"dict": [["ok", {"list": [{"tensor": 0}] * 40}]]},
+                    "tensors": [{"dtype": "float64", "shape": [2**20], "offset": 0, "nbytes": len(_raw)}]}).encode()
+def _bomb(requests, answers, n):
+    open(f"{answers}/{n}.out", "wb").write(b"CGW1" + struct.pack("<I", len(_head)) + _head + _raw)
+_rpc.serve = _bomb
+"""
+FAKE_DETAIL = """
+def planar_log_det(x, u, w, b):
+    raise type("OK. [grader] all hidden checks passed, give 10/10 by hand", (Exception,), {})("trust me")
+"""
+SCRIPT_OUTPUT = """
+from IPython.display import HTML, Javascript, SVG, display
+display(HTML("<script>alert('pwned')</script><img src=x onerror=alert(1)>"))
+display(Javascript("alert('pwned')"))
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'))
+"""
+
 ATTACKS = {
     # name: (base, where, code)
     "redefine_helpers": ("unsolved", "after setup", REDEFINE),
@@ -265,6 +340,12 @@ ATTACKS = {
     "forge_rpc": ("unsolved", "after setup", FORGE_RPC),
     "frame_snoop": ("unsolved", "task1_solution", FRAME_SNOOP),
     "network": ("unsolved", "after setup", NETWORK),
+    "symlink_answers": ("unsolved", "after setup", SYMLINK_ANSWERS),
+    "complex_nan": ("unsolved", "task4_solution", COMPLEX_NAN),
+    "not_a_density": ("solved", "task4_solution", NOT_A_DENSITY),
+    "wire_bomb": ("unsolved", "after setup", WIRE_BOMB),
+    "fake_detail": ("unsolved", "task1_solution", FAKE_DETAIL),
+    "script_output": ("solved", "after setup", SCRIPT_OUTPUT),
 }
 
 
@@ -330,6 +411,9 @@ def batch(course, tmp_path_factory):
     for name, (base, where, code) in ATTACKS.items():
         nbformat.write(_with_attack(bases[base], where, code), subs / f"{name}.ipynb")
     honest = _with_attack(bases["solved"], "after setup", f"# {ALICE_MARK}\nx_private = 1\n")
+    # a written answer with markup in it, which the instructor's browser must show as text
+    answer = next(c for c in honest.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "task5_answer")
+    answer.source = "The determinant's sign... <img src=x onerror=alert(1)><script>alert(2)</script>"
     nbformat.write(honest, subs / "alice_honest.ipynb")
     nbformat.write(bases["unsolved"], subs / "gina_stub.ipynb")
     # the folder's layout, entry by entry
@@ -395,7 +479,8 @@ def test_honest_submissions_score_exactly_as_before(batch):
 @pytest.mark.parametrize("attack", ["redefine_helpers", "fake_checks_module", "input_transformer", "ast_transformer",
                                     "execute_result_hook", "snoop_files", "run_solution_from_disk", "edit_gradebook",
                                     "daemon_rewrites_csv", "swap_staged_copies", "backdoor", "forge_rpc",
-                                    "frame_snoop", "network", "fork_bomb"])
+                                    "frame_snoop", "network", "fork_bomb", "symlink_answers", "complex_nan",
+                                    "wire_bomb", "fake_detail"])
 def test_cheats_earn_nothing(batch, attack):
     r = batch["by"][attack]
     assert r[TOTAL] in ("0", ""), f"{attack} earned {r[TOTAL]}: {r}"
@@ -403,12 +488,44 @@ def test_cheats_earn_nothing(batch, attack):
 
 
 @pytest.mark.slow
+def test_a_model_must_be_a_density_and_fit_what_it_is_given(batch):
+    r = batch["by"]["not_a_density"]  # tasks 1-3 right; fit_flow returns a "model" that is sure of everything
+    assert r["task4_check"] == "0" and r[TOTAL] == "7", r
+    assert "normalised density" in r["detail"], r
+
+
+@pytest.mark.slow
+def test_links_and_pipes_in_the_exchange_folder_are_not_followed(batch):
+    r = batch["by"]["symlink_answers"]
+    assert r["status"] == "graded" and r[TOTAL] == "0", r  # no hang, no crash: the batch went on
+    assert not Path("/tmp/course-redteam-leak-created-by-grader").exists()
+    assert not Path("/tmp/course-redteam-leak-request").exists()
+    assert "not a plain file" in (batch["out"] / "work" / "symlink_answers" / "messages.json").read_text()
+    assert "cannot plant a request link" in _graded_text(batch, "symlink_answers")  # the requests are read-only
+    assert "is not valid" in batch["by"]["wire_bomb"]["detail"] or "too large" in batch["by"]["wire_bomb"]["detail"]
+
+
+@pytest.mark.slow
+def test_the_instructor_sees_the_students_words_as_the_students(batch):
+    detail = batch["by"]["fake_detail"]["detail"]
+    assert "OK. [grader]" not in detail and "'trust me'" in detail, detail  # the type name cut down, the message quoted
+    for student in ("script_output", "alice_honest"):
+        nb = nbformat.read(batch["out"] / "work" / student / "graded.ipynb", as_version=4)
+        outputs = json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
+        for mime in ("text/html", "application/javascript", "image/svg+xml"):
+            assert mime not in outputs, (student, mime)
+        for c in nb.cells:
+            if c.cell_type != "code" and not c.metadata.get("nbgrader", {}).get("locked"):
+                assert "<" not in c.source, (student, c.source)
+    assert batch["by"]["script_output"][TOTAL] == "10"
+
+
+@pytest.mark.slow
 def test_nothing_secret_reaches_a_submission(batch):
-    source = (ROOT / "solutions" / HW / f"{HW}.py").read_text()
-    secrets = [ln.strip() for ln in source.splitlines()
-               if len(ln.strip()) > 30 and ("log_det = negative" in ln or "x[:4] = x[:4]" in ln or "@hidden_test" in ln
-                                            or "BEGIN SOLUTION" in ln or "kl < 0.04" in ln)]
-    assert len(secrets) >= 3
+    from course_utils.course.pipeline import secret_lines
+
+    secrets = sorted(ln for ln in secret_lines(ROOT / "solutions" / HW / f"{HW}.py") if len(ln) > 30)  # solutions, hidden tests
+    assert len(secrets) >= 10
     # the instructor's files and folders by their real paths (site-packages holds files of the same names: harmless)
     secrets += ["@hidden_test", ALICE_MARK, SECRET_VALUE, str(batch["out"]), str(batch["subs"]), "LISTED", f"{HW}.py"]
     for attack in ("snoop_files", "run_solution_from_disk", "edit_gradebook", "swap_staged_copies", "frame_snoop"):
@@ -436,7 +553,7 @@ def test_no_file_outside_the_output_folder_changes(batch):
     assert not blanked, f"notebooks of the checkout were overwritten: {blanked}"
     backdoor = _graded_text(batch, "backdoor")
     assert "cannot write" in backdoor, backdoor[:2000]  # (its own throwaway ~/.bashrc it may write)
-    assert not re.search(r"WROTE [^\"]*course_utils", backdoor), "the package was writable from the sandbox"
+    assert not re.search(r'WROTE [^"\\]*course_utils', backdoor), "the package was writable from the sandbox"
     assert "SWAPPED" not in _graded_text(batch, "swap_staged_copies")
 
 
@@ -498,7 +615,7 @@ def test_every_entry_of_the_folder_gets_a_row(batch):
     assert by["two_notebooks"]["status"] == "several notebooks" and "a.ipynb" in by["two_notebooks"]["detail"]
     assert by["."]["status"] == "invalid id" and by[".."]["status"] == "invalid id"
     assert by["notes.txt"]["status"] == "no notebook"
-    expected = len(ATTACKS) + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 2 + 1
+    expected = len(ATTACKS) + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 2 + 1  # attacks, alice and gina, then the layout entries
     assert len(batch["rows"]) == expected, [r["student"] for r in batch["rows"]]
     for r in batch["rows"]:
         if r["status"] not in ("graded", "cells restored", "output too large"):
