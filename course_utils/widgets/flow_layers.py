@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 
@@ -90,6 +91,7 @@ def flow_layers_figure(state: FlowLayersState, view=(-4.5, 4.5)):
     ax2.plot(range(len(state.mean_log_det)), state.mean_log_det, "o-", color="C0", ms=3)
     ax2.axvline(state.k, color="C3", ls="--")
     ax2.set_xlabel("layers applied"); ax2.set_ylabel("mean running log|det|")
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_title(f"{state.direction}: log-dets add up, layer by layer", fontsize=10)
     fig.tight_layout()
     return fig
