@@ -24,7 +24,8 @@ Notation of the notes (lecture 8): ``beta_t``, ``alpha_t = 1 - beta_t``, ``alpha
 - :func:`train_ddpm` (chapter 08 reuses it)::
 
       model, history = train_ddpm(x, schedule, *, labels=None, p_uncond=0.1, model=None, hidden=128, depth=3,
-                                  emb_dim=32, steps=2000, batch=256, lr=2e-3, seed=0, progress=True, desc=None)
+                                  emb_dim=32, steps=2000, batch=256, lr=2e-3, seed=0, progress=True, desc=None,
+                                  seconds=None, t_sampling="uniform")
 
   trains an :class:`EpsMLP` (or ``model``) on the data ``x [N, ...]`` with ``L_simple`` and Adam (cosine decay,
   :func:`course_utils.training.fit`) for a fixed number of steps; with ``labels [N]`` it is class-conditional with
@@ -48,6 +49,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import seed_everything
+from .data import bits_per_dim  # noqa: F401 - re-exported: lecture 07 converts its ELBO with it
 from .metrics import gaussian_kl
 from .training import fit
 
@@ -238,13 +240,6 @@ def _same_shape(a, b, who: str, na: str, nb: str) -> None:
         raise ValueError(f"{who}: {na} and {nb} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
-def bits_per_dim(nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
-    """Convert nats per data point to bits per dimension: ``nats / (dims * ln 2)`` (the one place the course converts)."""
-    if not isinstance(dims, int) or dims < 1:
-        raise ValueError(f"dims must be a positive int (the number of dimensions of one data point), got {dims!r}")
-    return nats / (dims * math.log(2))
-
-
 # ---------------------------------------------------------------------------------------------
 # The epsilon-network
 # ---------------------------------------------------------------------------------------------
@@ -315,14 +310,27 @@ def _rand_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 
 
 def loss_simple(model: nn.Module, schedule: Schedule, x0: torch.Tensor, y: torch.Tensor | None = None,
-                p_uncond: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                p_uncond: float = 0.0, generator: torch.Generator | None = None,
+                t_sampling: str = "uniform") -> torch.Tensor:
     """``L_simple = E_{t ~ U{1..T}, eps} |eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)|^2``, averaged
     over the batch and the dimensions. With labels ``y``, each label is replaced by the null label with probability
-    ``p_uncond`` (label dropout: one network learns the conditional and the unconditional model)."""
+    ``p_uncond`` (label dropout: one network learns the conditional and the unconditional model).
+
+    ``t_sampling="elbo"`` draws ``t`` in ``2..T`` with probability proportional to the ELBO's weight ``lambda_t``
+    (:func:`eps_weight`) instead of uniformly: the loss is then, up to the constant ``sum_t lambda_t``, an unbiased
+    (importance-sampled) estimate of the ELBO's ``sum_t L_{t-1}`` per dimension, not of ``L_simple``."""
     if not 0 <= p_uncond <= 1:
         raise ValueError(f"p_uncond is a probability, got {p_uncond}")
     B = len(x0)
-    t = torch.randint(1, schedule.T + 1, (B,), generator=generator).to(x0.device)
+    if t_sampling == "uniform":
+        t = torch.randint(1, schedule.T + 1, (B,), generator=generator).to(x0.device)
+    elif t_sampling == "elbo":
+        if schedule.T < 2:
+            raise ValueError("t_sampling='elbo' needs T >= 2 (the terms L_{t-1} start at t = 2)")
+        w = eps_weight(schedule, torch.arange(2, schedule.T + 1))
+        t = (2 + torch.multinomial(w, B, replacement=True, generator=generator)).to(x0.device)
+    else:
+        raise ValueError(f"t_sampling must be 'uniform' or 'elbo', got {t_sampling!r}")
     eps = _rand_like(x0, generator)
     xt = schedule.q_sample(x0, t, eps)
     if y is None:
@@ -466,14 +474,16 @@ def ancestral_sample(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 def train_ddpm(x: torch.Tensor, schedule: Schedule, *, labels: torch.Tensor | None = None, p_uncond: float = 0.1,
                model: nn.Module | None = None, hidden: int = 128, depth: int = 3, emb_dim: int = 32,
                steps: int | None = 2000, batch: int = 256, lr: float = 2e-3, seed: int = 0, progress: bool = True,
-               desc: str | None = None, seconds: float | None = None):
+               desc: str | None = None, seconds: float | None = None, t_sampling: str = "uniform"):
     """Train an epsilon-network on data ``x [N, ...]`` with ``L_simple`` for ``steps`` Adam steps (cosine decay), or
     for ``seconds`` of wall clock (``steps=None, seconds=...``: how ``course bench models`` gives every family the
     same budget; not reproducible step for step).
 
     ``model`` defaults to ``EpsMLP(x.shape[1:], hidden, depth, emb_dim, n_classes)``; with ``labels [N]`` (ints in
     ``0..n_classes-1``) it is class-conditional with label dropout ``p_uncond``. Everything lives on ``x``'s device.
-    Returns ``(model, history)``; the model is in eval mode.
+    Returns ``(model, history)``; the model is in eval mode. ``model=`` an already trained network continues its
+    training (a fine-tune); ``t_sampling="elbo"`` trains on the ELBO's own weighting of the time steps instead of
+    ``L_simple``'s uniform one (see :func:`loss_simple`).
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError("train_ddpm expects data of shape [N, ...]")
@@ -488,7 +498,8 @@ def train_ddpm(x: torch.Tensor, schedule: Schedule, *, labels: torch.Tensor | No
 
     def loss():
         i = torch.randint(len(x), (batch,), device=x.device)
-        return loss_simple(model, schedule, x[i], None if labels is None else labels[i], p_uncond)
+        return loss_simple(model, schedule, x[i], None if labels is None else labels[i], p_uncond,
+                           t_sampling=t_sampling)
 
     history = fit(loss, model, steps=steps, seconds=seconds, lr=lr, seed=seed, progress=progress,
                   desc=desc or f"DDPM, {schedule!r}")

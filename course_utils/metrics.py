@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["mmd", "energy_distance", "sliced_wasserstein", "gaussian_kl", "relative_to_noise_floor",
-           "frechet_distance", "precision_recall", "digits_classifier", "frechet_digits_distance"]
+__all__ = ["mmd", "energy_distance", "sliced_wasserstein", "gaussian_kl", "relative_to_noise_floor", "noise_floor",
+           "frechet_distance", "precision_recall", "digits_classifier", "frechet_digits_distance", "digits_scores"]
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, fn: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +119,42 @@ def relative_to_noise_floor(distance: Callable[[torch.Tensor, torch.Tensor], flo
     floor = float(distance(fresh, ref))
     ratio = d / floor if floor > 0 else math.inf
     return {"distance": d, "floor": floor, "ratio": ratio}
+
+
+def noise_floor(statistic: Callable[[torch.Tensor], float | tuple[float, ...]], pool: torch.Tensor, n: int, *,
+                repeats: int = 5, seed: int = 0) -> dict:
+    """The noise floor of a comparison **at its own sample size**: the statistic a perfect model would get.
+
+    ``statistic(samples)`` compares ``samples [n, ...]`` with a fixed reference set (which it holds itself), e.g.
+    ``lambda s: frechet_digits_distance(s, x_test)`` or ``lambda s: precision_recall(x_test, s)``; it returns a float
+    or a tuple of floats. The model's samples are replaced by ``n`` fresh real samples, drawn without replacement
+    from ``pool [N, ...]`` (real data **disjoint from the reference**: the caller's duty), ``repeats`` times with a
+    seeded generator. Statistics such as the Fréchet distance are biased by the sample sizes (fewer samples, larger
+    distance), so a model evaluated on ``n`` samples must be compared with the floor at that same ``n``.
+
+    Returns ``{"mean", "std", "values", "n"}``; ``mean`` and ``std`` (over the repeats) are floats, or tuples when
+    ``statistic`` returns tuples. The chapters' toys use :func:`relative_to_noise_floor` (a sampler for the truth);
+    this one serves finite data sets such as the digits.
+    """
+    if not isinstance(pool, torch.Tensor) or pool.ndim < 2:
+        raise ValueError(f"noise_floor: pool must be a tensor of real samples [N, ...], got "
+                         f"{type(pool).__name__ if not isinstance(pool, torch.Tensor) else tuple(pool.shape)}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= len(pool):
+        raise ValueError(f"noise_floor: n must be a whole number of samples in 2..{len(pool)} (the pool's size), got {n!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"noise_floor: repeats must be a positive whole number, got {repeats!r}")
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(repeats):
+        idx = torch.randperm(len(pool), generator=g)[:n].to(pool.device)
+        v = statistic(pool[idx])
+        values.append(tuple(float(a) for a in v) if isinstance(v, (tuple, list)) else float(v))
+    t = torch.tensor(values, dtype=torch.float64)
+    mean = t.mean(0)
+    std = t.std(0) if repeats > 1 else torch.zeros_like(mean)
+    if t.ndim == 1:
+        return {"mean": float(mean), "std": float(std), "values": values, "n": n}
+    return {"mean": tuple(mean.tolist()), "std": tuple(std.tolist()), "values": values, "n": n}
 
 
 # --- evaluation without a likelihood (chapter 05) ------------------------------------------------------------------
@@ -264,11 +300,12 @@ def digits_classifier() -> DigitsClassifier:
     x, y = load_digits("train")
     x = x.reshape(len(x), 64).float()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
-    for _ in range(200):
-        loss = torch.nn.functional.cross_entropy(model.out(model._features(x)), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with torch.enable_grad():  # also when the first call comes from inside torch.no_grad()
+        for _ in range(200):
+            loss = torch.nn.functional.cross_entropy(model.out(model._features(x)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     model.double().eval().requires_grad_(False)
     x_test, y_test = load_digits("test")
     model.test_accuracy = float((model.logits(x_test).argmax(1) == y_test).double().mean())
@@ -279,7 +316,7 @@ def digits_classifier() -> DigitsClassifier:
 def frechet_digits_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     """Fréchet distance between two sets of 8x8 digit images (``[N, 64]`` or ``[N, 1, 8, 8]``, pixels in ``[0, 1]``) in the
     feature space of :func:`digits_classifier`: the course's small, offline stand-in for FID. Report it next to its noise
-    floor (the same distance between two fresh sets of real digits of the same sizes)."""
+    floor at the same sample sizes (:func:`noise_floor`: real digits in place of the model's, as many as it had)."""
     clf = digits_classifier()
     stats = []
     for name, t in (("x", x), ("y", y)):
@@ -292,3 +329,15 @@ def frechet_digits_distance(x: torch.Tensor, y: torch.Tensor) -> float:
         f = clf._features(clf._flat(t).detach().to("cpu", torch.float64))
         stats.append((f.mean(0), torch.cov(f.T)))
     return frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
+
+
+def digits_scores(samples: torch.Tensor, reference: torch.Tensor, k: int = 3) -> tuple[float, float, float]:
+    """``(Fréchet digits distance, precision, recall)`` of ``samples`` against real ``reference`` digits (``[N, 64]`` or
+    ``[N, 1, 8, 8]``, pixels in ``[0, 1]``), all three in the feature space of :func:`digits_classifier`; precision and
+    recall by :func:`precision_recall` ``(reference features, sample features, k)``. One call for every model the
+    chapters compare; its noise floor at the same sample size is
+    ``noise_floor(lambda s: digits_scores(s, reference), real_pool, len(samples))``."""
+    clf = digits_classifier()
+    fd = frechet_digits_distance(samples, reference)
+    precision, recall = precision_recall(clf.features(reference), clf.features(samples), k)
+    return fd, precision, recall

@@ -50,9 +50,10 @@ from torch.nn import functional as F
 from course_utils import get_device, seed_everything, set_threads
 from course_utils.data import load_digits, toy
 from course_utils.gan import (critic_loss, discriminator_loss, fit_critic, generator_loss, gradient_penalty,
-                              lipschitz_estimate, mlp_critic, mlp_generator, mode_coverage, train_gan)
-from course_utils.metrics import (digits_classifier, frechet_digits_distance, frechet_distance, precision_recall,
-                                  relative_to_noise_floor)
+                              lipschitz_estimate, mlp_critic, mlp_generator, mode_coverage, toy_wgan_gp,
+                              train_digits_gan, train_gan)
+from course_utils.metrics import (digits_classifier, digits_scores, frechet_digits_distance, frechet_distance,
+                                  noise_floor, precision_recall)
 from course_utils.plotting import image_grid
 from course_utils.training import format_table
 from course_utils.widgets import gan_explorer, gan_recorder
@@ -454,21 +455,53 @@ assert abs(by["gradient"]["dual / K"] - w1_exact) < min(abs(by[m]["dual / K"] - 
 # * **Spectral normalisation** is a hard bound ($K \le 1$ guaranteed), but the product of the layers' norms is a loose bound on
 #   the net's, so its critic is flatter than needed and underestimates.
 #
-# **WGAN-GP on `8gaussians`**, and the WGAN with weight clipping for comparison (both recorded for the widget), measured
-# like the GANs above.
+# **WGAN-GP on `8gaussians`**, with the course's recipe (`course_utils.gan.toy_wgan_gp`: the settings are printed, its
+# docstring says why each), and the WGAN with weight clipping for comparison (both recorded for the widget), measured like
+# the GANs above. The target of this chapter: all 8 modes, at least 90 % high-quality samples, precision and recall both
+# at least 0.9. Samples come from the generator's averaged weights (`history.ema`); the recorded snapshots (every 100
+# steps) are the trained generator's own.
 
 # %%
-for loss, steps, d_steps, lr, d_lr in (("wgan-gp", 600, 5, 5e-4, 2e-3), ("wgan-clip", 300, 3, 1e-3, 1e-3)):
-    seed_everything(0)
-    G, D = mlp_generator(2, 2, 64, 3).to(device), mlp_critic(2, 64, 3).to(device)
-    hist = train_gan(G, D, x_8, loss=loss, steps=steps, d_steps=d_steps, lr=lr, d_lr=d_lr, batch_size=256, schedule="cosine",
-                     seed=0, record=gan_recorder(G, D), record_every=50, desc=loss)
-    runs[loss] = hist
-    row, finals[loss] = assess(G, f"{loss}, seed 0")
-    results.append(row)
+G_gp, D_gp, recipe = toy_wgan_gp(seed=0)
+print("WGAN-GP recipe:", ", ".join(f"{k}={v}" for k, v in recipe.items() if k not in ("loss", "seed")),
+      "| generator", sum(p.numel() for p in G_gp.parameters()), "and critic", sum(p.numel() for p in D_gp.parameters()),
+      "parameters")
+G_gp, D_gp = G_gp.to(device), D_gp.to(device)
+runs["wgan-gp"] = train_gan(G_gp, D_gp, x_8, **recipe, record=gan_recorder(G_gp, D_gp, latent_dim=recipe["latent_dim"]),
+                            record_every=100, desc="wgan-gp")
+wgan_gp, finals["wgan-gp (averaged)"] = assess(runs["wgan-gp"].ema, "wgan-gp, seed 0 (averaged G)", latent=recipe["latent_dim"])
+results.append(wgan_gp)
+
+seed_everything(0)
+G, D = mlp_generator(2, 2, 64, 3).to(device), mlp_critic(2, 64, 3).to(device)
+runs["wgan-clip"] = train_gan(G, D, x_8, loss="wgan-clip", steps=300, d_steps=3, lr=1e-3, batch_size=256,
+                              schedule="cosine", seed=0, record=gan_recorder(G, D), record_every=50, desc="wgan-clip")
+row, finals["wgan-clip"] = assess(G, "wgan-clip, seed 0")
+results.append(row)
 print(format_table(results))
-wgan_gp = results[-2]
-assert wgan_gp["modes"] == "8/8" and wgan_gp["recall"] > 0.75
+
+
+def radial_spread(s):
+    """Standard deviation, along the radius, of the high-quality samples around their nearest mode's centre."""
+    s = torch.as_tensor(s).double()
+    dist = torch.cdist(s, eight.centers)
+    near, good = dist.argmin(1), dist.min(1).values <= 3 * eight.std
+    c = eight.centers[near[good]]
+    return ((s[good] - c) * c / c.norm(dim=1, keepdim=True)).sum(1).std().item()
+
+
+trajectory = [(step, mode_coverage(torch.as_tensor(snap["samples"]), eight.centers, eight.std)["high_quality"],
+               radial_spread(snap["samples"])) for step, snap in runs["wgan-gp"].snapshots[1:]]
+spread_true, spread_gp = radial_spread(x_eval), radial_spread(finals["wgan-gp (averaged)"])
+print(f"radial spread of the modes: truth {spread_true:.3f}, WGAN-GP {spread_gp:.3f}")
+late = trajectory[-10:]                                           # the live generator, last 1000 steps
+swing = max(r for _, _, r in late) - min(r for _, _, r in late)
+print(f"live generator, last 1000 steps: high-quality share {min(q for _, q, _ in late):.2f}..{max(q for _, q, _ in late):.2f}, "
+      f"radial spread {min(r for _, _, r in late):.2f}..{max(r for _, _, r in late):.2f}")
+assert wgan_gp["modes"] == "8/8" and wgan_gp["high quality"] > 0.85 and wgan_gp["precision"] > 0.85  # sharp ...
+assert 0.7 < wgan_gp["recall"] < 0.9 and spread_gp < 0.85 * spread_true                              # ... too narrow
+assert swing > 0.1 and spread_gp < sum(r for _, _, r in late) / len(late)   # the live generator swings; its average is narrower
+assert all(r["modes"] == "8/8" for r in results[:4])              # the GANs of section 4 found every mode too
 
 fig, axes = plt.subplots(1, len(finals), figsize=(2.6 * len(finals), 2.8))
 for ax, (name, s) in zip(axes, finals.items()):
@@ -480,12 +513,43 @@ fig.suptitle("samples (orange) over the truth (grey)", fontsize=10)
 fig.tight_layout()
 plt.show()
 
+fig, axes = plt.subplots(1, 2, figsize=(10, 2.8))
+st = [t for t, _, _ in trajectory]
+axes[0].plot(st, [q for _, q, _ in trajectory], "o-", ms=3, label="live generator (500 samples)")
+axes[0].plot([st[-1]], [wgan_gp["high quality"]], "*", ms=10, color="C1", label="averaged generator (2000 samples)")
+axes[0].axhline(0.9, color="k", ls=":", lw=0.8, label="target 0.9")
+axes[0].set(xlabel="generator step", ylabel="share", ylim=(0, 1), title="high-quality samples")
+axes[0].legend(fontsize=8, loc="lower right")
+axes[1].plot(st, [r for _, _, r in trajectory], "o-", ms=3, label="live generator")
+axes[1].plot([st[-1]], [spread_gp], "*", ms=10, color="C1", label="averaged generator")
+axes[1].axhline(spread_true, color="k", ls=":", lw=0.8, label="truth")
+axes[1].set(xlabel="generator step", ylabel="s.d. along the radius", ylim=(0, 0.4), title="radial spread of the modes")
+axes[1].legend(fontsize=8, loc="lower right", ncol=3)
+fig.suptitle("WGAN-GP on 8gaussians, snapshots every 100 steps", fontsize=10)
+fig.tight_layout()
+plt.show()
+
 # %% [markdown]
-# The GANs and the WGAN-GP find all eight modes here, but none is sharp: with about 600 generator steps (the budget of this notebook on a
-# laptop CPU) a good share of the samples still lies on the bridges between modes — a continuous generator of a connected
-# latent must cross them, and only long training thins them out. The WGAN-GP covers the modes with a recall comparable to the
-# GANs', but its share of high-quality samples stays below 90% within this budget (WGAN-GP papers train for tens of thousands of
-# steps). Weight clipping at $c = 0.01$ is the worst: its critic is nearly flat (section 5), so the generator learns slowly.
+# **The WGAN-GP's target is only partly met.** All eight modes are found and the averaged generator's share of
+# high-quality samples and its precision reach about 0.9 (the table), but its recall stays near 0.8. Two measurements
+# say why. The *live* generator has not settled: its share of high-quality samples is still rising (left panel), and
+# from one snapshot to the next its modes swing between too narrow and too wide (right panel, and the line printed
+# under the table): the two players chase each other around the equilibrium rather than reach it. Averaging its
+# weights (`ema=0.99`) removes the swing and sharpens the samples, but the average of a swinging map has modes
+# *narrower* than the truth's (the radial spreads printed under the table), and narrow modes miss the real points in
+# their flanks: recall. The recipe's other choices each fought a failure measured while building it (the docstring of
+# `toy_wgan_gp` says which); what closed the gap in longer runs — a critic twice as wide, trained longer (the docstring
+# has the numbers) — costs more than this notebook's budget.
+#
+# So the asserts record what the recipe reaches: 8/8 modes, high-quality share and precision above 0.85, recall between
+# 0.7 and 0.9 with modes narrower than the truth's, a live generator that swings. They catch a regression either way: a
+# critic loss with the wrong sign or the penalty left out (either finds no mode at all), or a lost mode, fail the first
+# line; a change that closed the gap fails the second, and then the chapter's target (all three at least 0.9) should be
+# asserted instead.
+#
+# The GANs of section 4 find all eight modes too: after 600 steps, over three seeds of the non-saturating loss, a share
+# of high-quality samples of 0.81–0.85 and a recall of 0.68–0.76 (the table). Weight clipping at $c = 0.01$ is the worst:
+# its critic is nearly flat (section 5), so the generator learns slowly.
 
 # %% [markdown]
 # ## 6 · Evaluation without a likelihood
@@ -521,7 +585,13 @@ assert abs(ot_w22 - fd) < 2 * ot_floor + 0.02
 # FID's features come from Inception-v3 trained on ImageNet — downloaded weights, and meaningless for 8×8 digits. The course
 # trains its own feature extractor: a small MLP classifier of the digits (`digits_classifier()`: deterministic, offline, about
 # a second) whose 32-unit penultimate layer is the feature space. `frechet_digits_distance(x, y)` fits a Gaussian to each set's
-# features. Its **noise floor** is the distance between two disjoint sets of real digits of the same sizes.
+# features.
+#
+# **Its noise floor depends on the sample sizes.** A Gaussian fitted to $n$ samples has a noisy mean and covariance, and
+# the distance between two fitted Gaussians is biased *upwards* by that noise, more for small $n$. So every set below is
+# compared with the same 700 real reference digits, and its floor is the distance a *perfect* model would get with as many
+# samples: the same number of other real digits in its place, drawn five times from the digits not in the reference
+# (`noise_floor`: mean ± standard deviation over the draws).
 
 # %%
 clf = digits_classifier()
@@ -529,19 +599,41 @@ x_dig, y_dig = load_digits("train")
 x_dig_test, _ = load_digits("test")
 print(f"digits classifier: test accuracy {clf.test_accuracy:.3f}")
 assert clf.test_accuracy > 0.95
-N_EVAL = 700
-fdd_floor = frechet_digits_distance(x_dig[:N_EVAL], x_dig[N_EVAL:2 * N_EVAL])
-fdd_checks = {"train vs test digits": frechet_digits_distance(x_dig[:N_EVAL], x_dig_test),
-              "only 0-4 (mode dropping)": frechet_digits_distance(x_dig[:N_EVAL], x_dig[N_EVAL:][y_dig[N_EVAL:] < 5]),
-              "blurred digits": frechet_digits_distance(x_dig[:N_EVAL], F.avg_pool2d(x_dig[N_EVAL:2 * N_EVAL], 3, 1, 1)),
-              "uniform noise": frechet_digits_distance(x_dig[:N_EVAL], torch.rand(N_EVAL, 1, 8, 8, generator=g))}
-print(f"noise floor (two halves of the training digits): {fdd_floor:.3f}")
-for k, v in fdd_checks.items():
-    print(f"  {k:26s} FDD {v:8.3f}  = {v / fdd_floor:6.1f} x floor")
-assert fdd_checks["train vs test digits"] < 2 * fdd_floor
-assert min(fdd_checks["only 0-4 (mode dropping)"], fdd_checks["blurred digits"], fdd_checks["uniform noise"]) > 5 * fdd_floor
+N_REF = 700
+x_ref = x_dig[:N_REF]                                            # every set is compared with these real digits
+pool = torch.cat([x_dig[N_REF:], x_dig_test])                    # the other real digits: the floors are drawn from them
+
+
+def fdd_floor(n):
+    """The Fréchet digits distance of n real digits (not in the reference) to the reference: mean and s.d. of 5 draws."""
+    f = noise_floor(lambda s: frechet_digits_distance(s, x_ref), pool, n)
+    return f["mean"], f["std"]
+
+
+g = torch.Generator().manual_seed(13)
+sets = {"test digits": x_dig_test,
+        "only 0-4 (mode dropping)": x_dig[N_REF:][y_dig[N_REF:] < 5],
+        "blurred digits": F.avg_pool2d(x_dig[N_REF:2 * N_REF], 3, 1, 1),
+        "uniform noise": torch.rand(N_REF, 1, 8, 8, generator=g)}
+fdd_rows = []
+for name, xs in sets.items():
+    fdd = frechet_digits_distance(xs, x_ref)
+    fl, fl_sd = fdd_floor(len(xs))
+    fdd_rows.append({"set": name, "n": len(xs), "FDD": fdd, "floor at n": fl, "floor s.d.": fl_sd, "FDD / floor": fdd / fl})
+print(format_table(fdd_rows))
+by_set = {r["set"]: r for r in fdd_rows}
+floor_700 = fdd_floor(N_REF)[0]
+test_row = by_set["test digits"]
+print(f"the test digits against the floor at n = {N_REF} instead of their own n = {test_row['n']}: "
+      f"{test_row['FDD'] / floor_700:.2f}x (matched: {test_row['FDD / floor']:.2f}x)")
+assert abs(test_row["FDD"] - test_row["floor at n"]) < 3 * test_row["floor s.d."]   # held-out real digits: at the floor
+assert min(by_set[k]["FDD / floor"] for k in ("only 0-4 (mode dropping)", "blurred digits", "uniform noise")) > 5
 
 # %% [markdown]
+# The held-out test digits sit at the floor for their own size, within its spread; the three damaged sets are many floors
+# away. Divided by the floor of 700 samples instead, the test digits would look further off than they are (the line
+# printed under the table): a small set's distance is larger because the set is small, not because it differs.
+#
 # ### Precision and recall
 # One number cannot say *how* two sample sets differ. Kynkäänniemi et al. (2019) approximate each set's manifold by the union of
 # balls around its points, each with the radius to its $k$-th nearest neighbour in the same set ($k = 3$); a point is inside
@@ -583,40 +675,48 @@ plt.show()
 # %% [markdown]
 # ## 7 · A GAN on the digits
 #
-# A WGAN-GP on the 8×8 digits (pixels in $[0, 1]$, a sigmoid at the generator's output; 16-D latent), evaluated in the
-# classifier's feature space: Fréchet digits distance next to its noise floor, and precision and recall of the features.
+# A WGAN-GP on the 8×8 digits (pixels in $[0, 1]$, a sigmoid at the generator's output; 16-D latent), trained by
+# `train_digits_gan` (seeded; chapter 07 trains the same model with the same call to compare it with a DDPM and a VAE).
+# Evaluated in the classifier's feature space on 700 samples: Fréchet digits distance, precision and recall
+# (`digits_scores`), each next to its noise floor for 700 samples (700 real digits from the pool in place of the GAN's).
 
 # %%
-seed_everything(11)
-G_dig = mlp_generator(16, 64, 128, 2, output="sigmoid").to(device)
-D_dig = mlp_critic(64, 128, 2).to(device)
-dig_hist = train_gan(G_dig, D_dig, x_dig.reshape(-1, 64), loss="wgan-gp", steps=600, d_steps=3, lr=1e-3, batch_size=256,
-                     schedule="cosine", seed=11, desc="digits WGAN-GP")
+G_dig, dig_hist = train_digits_gan(x_dig.to(device))
 with torch.no_grad():
-    fake_dig = G_dig(torch.randn(N_EVAL, 16, generator=torch.Generator().manual_seed(12)).to(device)).cpu()
-fdd_gan = frechet_digits_distance(x_dig[:N_EVAL], fake_dig)
-p_dig, r_dig = precision_recall(clf.features(x_dig[:N_EVAL]), clf.features(fake_dig))
-p_floor, r_floor = precision_recall(clf.features(x_dig[:N_EVAL]), clf.features(x_dig[N_EVAL:2 * N_EVAL]))
-print(f"digits WGAN-GP: FDD {fdd_gan:.3f} = {fdd_gan / fdd_floor:.1f} x the noise floor {fdd_floor:.3f} "
-      f"(uniform noise: {fdd_checks['uniform noise'] / fdd_floor:.0f} x);  precision {p_dig:.3f}, recall {r_dig:.3f} "
-      f"(real vs real: {p_floor:.3f}, {r_floor:.3f})")
+    fake_dig = G_dig(torch.randn(N_REF, G_dig.latent_dim, generator=torch.Generator().manual_seed(12)).to(device)).cpu()
+fdd_gan, p_dig, r_dig = digits_scores(fake_dig, x_ref)
+dig_floor = noise_floor(lambda s: digits_scores(s, x_ref), pool, len(fake_dig))
+(f_fd, f_p, f_r), (s_fd, s_p, s_r) = dig_floor["mean"], dig_floor["std"]
+print(f"{'':16s} {'FDD':>14s} {'precision':>15s} {'recall':>15s}")
+print(f"{'real (floor)':16s} {f_fd:7.3f} ± {s_fd:.3f} {f_p:8.3f} ± {s_p:.3f} {f_r:8.3f} ± {s_r:.3f}")
+print(f"{'digits WGAN-GP':16s} {fdd_gan:7.3f} = {fdd_gan / f_fd:.1f}x {p_dig:8.3f} {'':7s} {r_dig:8.3f}")
 pred = clf.logits(fake_dig).argmax(1)
 print("classes of the generated digits:", torch.bincount(pred, minlength=10).tolist())
-assert fdd_gan < fdd_checks["uniform noise"] / 5
+assert fdd_gan > f_fd + 3 * s_fd and fdd_gan < by_set["uniform noise"]["FDD"] / 5   # resolved from real digits, far from noise
+assert (torch.bincount(pred, minlength=10) > 0).all()                                 # no class is missing
+assert p_dig < f_p - 0.3 and r_dig > f_r - 0.05    # off the manifold, not collapsed (swapped arguments would flip these)
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 image_grid(axes[0], x_dig[:32], nrow=8, title="training digits")
-image_grid(axes[1], fake_dig[:32].reshape(-1, 1, 8, 8), nrow=8, title=f"WGAN-GP samples (FDD {fdd_gan / fdd_floor:.1f}× floor)")
+image_grid(axes[1], fake_dig[:32], nrow=8, title=f"WGAN-GP samples (FDD {fdd_gan / f_fd:.1f}× floor)")
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# The digits GAN is no case of mode collapse: every class appears and its recall is as high as real digits' own. Its
+# failure is the other one: precision far below the floor's, most samples lying off the real digits' feature manifold
+# (smudged strokes, shapes between two digits). The Fréchet distance alone says "several floors away" and cannot say
+# which; the two numbers can. Chapter 07 puts this GAN next to a DDPM and a VAE.
 
 # %% [markdown]
 # ## 8 · Explore: a GAN run step by step
 #
 # The four recorded runs on `8gaussians` (sections 4–5). Choose the loss and move through the snapshots (every 50 generator
-# steps): left, the generator's samples (the same latents throughout) over the true density; middle, the discriminator's logit
-# or the critic's value (red: "real"); right, both losses so far. Compare how the discriminator's field (sharp, saturated)
-# and the critics' fields (smooth slopes) change as the samples spread onto the modes, and how flat the clipped critic stays.
+# steps, every 100 for the longer WGAN-GP run): left, the generator's samples (the same latents throughout) over the true
+# density; middle, the discriminator's probability $D(x)$ or the critic's value (red: "real"), on one colour scale for the
+# whole run, so that a field fading along the slider is the network's, not the scale's; right, both losses so far. Compare
+# how the discriminator's field (saturated early, undecided late) and the critics' fields (smooth slopes) change as the
+# samples spread onto the modes, and how flat the clipped critic stays.
 
 # %%
 gan_explorer(runs, eight)

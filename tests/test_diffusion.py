@@ -338,6 +338,69 @@ def test_train_ddpm_loss_falls_and_is_reproducible():
         loss_simple(mc, s, x[:4], y[:4], p_uncond=1.5)
 
 
+class _LabelSpy(EpsMLP):
+    """An EpsMLP that records every label batch it is called with."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def forward(self, x, t, y=None):
+        if y is not None:
+            self.seen.append(torch.as_tensor(y).detach().cpu().clone())
+        return super().forward(x, t, y)
+
+
+@pytest.mark.parametrize("p_uncond", [0.2, 0.7])
+def test_label_dropout_drops_with_probability_p_uncond(p_uncond):
+    # classifier-free guidance's label dropout: each label becomes the null label with probability p_uncond (the MIT
+    # labs once shipped the inverted `rand > p_uncond`, which still trains, but keeps the labels with that probability)
+    x = torch.randn(400, 2)
+    y = torch.randint(3, (400,))
+    spy = _LabelSpy(2, hidden=8, n_classes=3)
+    train_ddpm(x, Schedule.cosine(20), labels=y, p_uncond=p_uncond, model=spy, steps=10, batch=500, progress=False)
+    seen = torch.cat(spy.seen)                                             # 5000 labels seen in training
+    null = (seen == spy.null_label).double().mean().item()
+    se = math.sqrt(p_uncond * (1 - p_uncond) / len(seen))
+    assert abs(null - p_uncond) < 4 * se, (null, p_uncond)                 # the inverted dropout gives 1 - p_uncond
+    assert set(seen[seen != spy.null_label].tolist()) <= {0, 1, 2}         # kept labels are the data's own
+    # the extremes: p_uncond = 0 keeps every label, p_uncond = 1 drops every one; no labels: never a null label
+    for p, expected in ((0.0, 0.0), (1.0, 1.0)):
+        spy.seen.clear()
+        loss_simple(spy, Schedule.cosine(20), x, y, p_uncond=p, generator=torch.Generator().manual_seed(0))
+        assert (torch.cat(spy.seen) == spy.null_label).double().mean().item() == expected
+    # the dropped labels are the null label that w = 0 of classifier-free guidance evaluates
+    xq, tq = torch.randn(5, 2), torch.full((5,), 7)
+    with torch.no_grad():
+        assert torch.allclose(cfg_eps(spy, xq, tq, torch.zeros(5, dtype=torch.long), 0.0),
+                              spy(xq, tq, torch.full((5,), spy.null_label)), atol=1e-6)
+
+
+def test_elbo_time_sampling_follows_the_elbo_weights():
+    # t_sampling="elbo" draws t in 2..T with probability lambda_t / sum(lambda): importance sampling of sum_t L_{t-1}
+    s = Schedule.linear(40, beta_1=1e-3, beta_T=0.1)
+    seen = []
+
+    class TSpy(torch.nn.Module):
+        def forward(self, x, t, y=None):
+            seen.append(t.clone())
+            return torch.zeros_like(x)
+
+    n = 40_000
+    loss_simple(TSpy(), s, torch.zeros(n, 1), generator=torch.Generator().manual_seed(0), t_sampling="elbo")
+    t = seen[0]
+    lam = eps_weight(s, torch.arange(2, 41))
+    p = lam / lam.sum()
+    freq = torch.bincount(t, minlength=41)[2:].double() / n
+    assert t.min() >= 2 and t.max() <= 40
+    assert ((freq - p).abs() < 4 * (p * (1 - p) / n).sqrt() + 1e-12).all()
+    seen.clear()
+    loss_simple(TSpy(), s, torch.zeros(n, 1), generator=torch.Generator().manual_seed(0))      # the default: uniform 1..T
+    assert seen[0].min() == 1 and abs(torch.bincount(seen[0], minlength=41)[1:].double().std() / (n / 40)) < 0.05
+    with pytest.raises(ValueError, match="t_sampling"):
+        loss_simple(TSpy(), s, torch.zeros(4, 1), t_sampling="lambda")
+
+
 def test_ddpm_widget_state_and_figure():
     import matplotlib.pyplot as plt
     from course_utils.widgets import ddpm_figure, ddpm_state

@@ -9,7 +9,8 @@ import torch
 
 from course_utils.data import toy
 from course_utils.gan import (LOSSES, clip_weights, critic_loss, discriminator_loss, fit_critic, generator_loss,
-                              gradient_penalty, lipschitz_estimate, mlp_critic, mlp_generator, mode_coverage, train_gan)
+                              gradient_penalty, lipschitz_estimate, mlp_critic, mlp_generator, mode_coverage, train_gan,
+                              train_digits_gan)
 from course_utils.widgets import GANExplorer, gan_figure, gan_recorder, gan_state
 
 
@@ -134,6 +135,37 @@ def test_train_gan_moves_the_generator_onto_a_blob_and_is_reproducible(loss):
     assert (mean - target).norm() < 0.45 * target.norm()              # it started near the origin: most of the way there
 
 
+def test_train_gan_keeps_an_exponential_average_of_the_generator():
+    torch.manual_seed(0)
+    G, D = mlp_generator(2, 2, 8, 1), mlp_critic(2, 8, 1)
+    w0 = [p.detach().clone() for p in G.parameters()]
+    hist = train_gan(G, D, _blob, loss="wgan-gp", steps=1, batch_size=16, ema=0.25, progress=False)
+    # one generator step: w_ema = 0.25 w_0 + 0.75 w_1, and the trained generator itself is the plain w_1
+    for pe, p, p0 in zip(hist.ema.parameters(), G.parameters(), w0):
+        assert not torch.equal(p, p0) and torch.allclose(pe, 0.25 * p0 + 0.75 * p, atol=1e-7)
+    assert hist.ema is not G and not hist.ema.training and not any(p.requires_grad for p in hist.ema.parameters())
+    more = train_gan(G, D, _blob, steps=3, batch_size=16, ema=0.0, progress=False)
+    assert all(torch.equal(pe, p) for pe, p in zip(more.ema.parameters(), G.parameters()))   # decay 0: the last weights
+    assert train_gan(G, D, _blob, steps=1, batch_size=16, progress=False).ema is None
+    with pytest.raises(ValueError, match="ema"):
+        train_gan(G, D, _blob, steps=1, ema=1.0)
+
+
+def test_train_digits_gan_is_seeded_and_returns_images():
+    from course_utils.data import load_digits
+    x, _ = load_digits("train")
+    G1, h1 = train_digits_gan(x[:300], steps=4, d_steps=2, batch_size=32, progress=False)
+    G2, h2 = train_digits_gan(x[:300], steps=4, d_steps=2, batch_size=32, progress=False)
+    assert h1.d_losses == h2.d_losses and all(torch.equal(a, b) for a, b in zip(G1.parameters(), G2.parameters()))
+    with torch.no_grad():
+        imgs = G1(torch.randn(5, G1.latent_dim))
+    assert imgs.shape == (5, 1, 8, 8) and 0 < imgs.min() and imgs.max() < 1 and not G1.training
+    G3, _ = train_digits_gan(x[:300], steps=4, d_steps=2, batch_size=32, seed=3, progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(G1.parameters(), G3.parameters()))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train_digits_gan(x[:300] * 2 - 1, steps=1, progress=False)
+
+
 def test_train_gan_rejects_bad_arguments():
     G, D = mlp_generator(), mlp_critic()
     with pytest.raises(ValueError, match="loss must be one of"):
@@ -170,6 +202,17 @@ def test_gan_explorer_state_figure_and_controls():
     assert not (first.samples == last.samples).all()
     w = gan_state(runs, "wgan-clip", 1, density)
     assert w.is_wgan and abs(w.field.mean()) < 1e-6                        # a critic is shown up to its constant
+    # one colour scale per run, shared along the step slider (not rescaled per snapshot), covering every snapshot:
+    # a critic's |f - mean| up to the run's largest, a discriminator's probability on [0, 1]
+    states = [gan_state(runs, "wgan-clip", i, density) for i in range(3)]
+    assert len({(st.vmin, st.vmax) for st in states}) == 1 and states[0].vmin == -states[0].vmax
+    assert max(abs(st.field).max() for st in states) == pytest.approx(states[0].vmax)
+    assert any(abs(st.field).max() < 0.99 * st.vmax for st in states)       # a per-snapshot scale would fail this
+    for i in range(3):
+        st = gan_state(runs, "nonsaturating", i, density)
+        assert (st.vmin, st.vmax) == (0.0, 1.0) and 0 <= st.field.min() and st.field.max() <= 1
+    logits = runs["nonsaturating"].snapshots[2][1]["field"]
+    assert abs(last.field - 1 / (1 + torch.exp(-torch.as_tensor(logits)).numpy())).max() < 1e-6     # D = sigmoid(logit)
     fig = gan_figure(last)
     assert len(fig.axes) >= 3
     plt.close(fig)
@@ -183,4 +226,16 @@ def test_gan_explorer_state_figure_and_controls():
     after_slider = ex.image.value
     ex.loss.value = "wgan-clip"
     assert before != after_slider and after_slider != ex.image.value
+    # runs of different lengths: switching the loss gives the slider the run's own range, at the same fraction of it
+    torch.manual_seed(0)
+    G, D = mlp_generator(2, 2, 16, 2), mlp_critic(2, 16, 2)
+    runs["wgan-gp"] = train_gan(G, D, toy("8gaussians").sample((500,)).float(), loss="wgan-gp", steps=20, batch_size=64,
+                                progress=False, record=gan_recorder(G, D, n_grid=12, n_samples=30), record_every=4)
+    ex = GANExplorer(runs, toy("8gaussians"))
+    assert ex.slider.max == 2 and ex.slider.value == 2
+    ex.loss.value = "wgan-gp"
+    assert ex.slider.max == 5 and ex.slider.value == 5 and ex.state().step == 20      # the end stays the end
+    ex.slider.value = 1
+    ex.loss.value = "wgan-clip"
+    assert ex.slider.max == 2 and ex.state().step == 0
     plt.close("all")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from course_utils.data import load_digits
-from course_utils.metrics import digits_classifier, frechet_digits_distance, frechet_distance, precision_recall
+from course_utils.metrics import (digits_classifier, frechet_digits_distance, frechet_distance, noise_floor,
+                                  precision_recall)
 
 
 def _rotation(a):
@@ -133,3 +134,40 @@ def test_frechet_digits_distance_separates_digits_from_noise():
     assert frechet_digits_distance(x_train[:700], only_ones) > 10 * floor
     with pytest.raises(ValueError, match="at least 2"):
         frechet_digits_distance(x_train[:1], x_test)
+
+
+# --- noise floors at matched sample sizes -----------------------------------------------------------------------------
+def test_noise_floor_draws_fresh_subsets_of_the_requested_size_reproducibly():
+    pool = torch.arange(100, dtype=torch.float64).reshape(50, 2)
+    seen = []
+
+    def stat(s):
+        seen.append(s.clone())
+        return float(s.shape[0]), float(s[:, 0].sum())
+
+    out = noise_floor(stat, pool, 7, repeats=4, seed=3)
+    assert out["n"] == 7 and len(out["values"]) == 4 and out["mean"][0] == 7.0 and out["std"][0] == 0.0
+    for s in seen:                                                   # rows of the pool, without replacement
+        assert len({tuple(r.tolist()) for r in s}) == 7 and all(((pool == r).all(1)).any() for r in s)
+    assert len({tuple(s[:, 0].tolist()) for s in seen}) == 4          # four different draws
+    again = noise_floor(stat, pool, 7, repeats=4, seed=3)
+    assert again["values"] == out["values"]                          # seeded
+    single = noise_floor(lambda s: s.mean(), pool, 50, repeats=2)
+    assert single["mean"] == pytest.approx(pool.mean().item()) and single["std"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="n must be"):
+        noise_floor(stat, pool, 51)
+    with pytest.raises(ValueError, match="repeats"):
+        noise_floor(stat, pool, 5, repeats=0)
+    with pytest.raises(ValueError, match="pool"):
+        noise_floor(stat, [1, 2, 3], 2)
+
+
+def test_the_frechet_floor_depends_on_the_sample_size():
+    # the Fréchet distance is biased upwards for small sets: a floor measured at another size misleads
+    x_train, _ = load_digits("train")
+    x_test, _ = load_digits("test")
+    floors = {n: noise_floor(lambda s: frechet_digits_distance(s, x_test), x_train, n, repeats=3)["mean"]
+              for n in (100, 300, 1000)}
+    assert floors[100] > 1.5 * floors[1000] and floors[100] > floors[300] > floors[1000]
+    # the whole training set against the test set is as close as a perfect model's 1000 samples
+    assert frechet_digits_distance(x_train[:1000], x_test) < 1.5 * floors[1000]

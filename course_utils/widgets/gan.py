@@ -36,7 +36,9 @@ class GANState:
     step: int
     steps: list[int]           # the snapshot steps of this run
     samples: np.ndarray        # [n, 2]
-    field: np.ndarray          # [G, G]: discriminator logit (GAN) or critic value minus its grid mean (WGAN)
+    field: np.ndarray          # [G, G]: discriminator D(x) = sigmoid(logit) (GAN) or critic value minus its grid mean (WGAN)
+    vmin: float                # the colour scale [vmin, vmax], one per run (shared along the step slider):
+    vmax: float                # [0, 1] for a discriminator, [-m, m] with m the largest |field| of the run for a critic
     lim: float
     density: np.ndarray        # [G, G] true density on the same grid
     d_losses: np.ndarray       # [steps] the whole run's losses, to draw up to `step`
@@ -57,17 +59,29 @@ def gan_state(runs: dict, loss: str, index: int, density: np.ndarray) -> GANStat
         raise ValueError(f"the {loss!r} run has no snapshots: train it with record=gan_recorder(...), record_every=...")
     if not 0 <= index < len(hist.snapshots):
         raise ValueError(f"snapshot index must be in 0..{len(hist.snapshots) - 1}, got {index}")
+    fields = [_shown_field(s["field"], loss) for _, s in hist.snapshots]
+    if loss.startswith("wgan"):                # one scale per run, shared along the step slider, centred at 0
+        m = max(float(np.abs(f).max()) for f in fields) or 1.0
+        vmin, vmax = -m, m
+    else:                                      # a probability: the same [0, 1] for every snapshot, centred at 1/2
+        vmin, vmax = 0.0, 1.0
     step, snap = hist.snapshots[index]
-    field = snap["field"]
+    return GANState(loss, step, [s for s, _ in hist.snapshots], snap["samples"], fields[index], vmin, vmax, snap["lim"],
+                    density, np.asarray(hist.d_losses), np.asarray(hist.g_losses))
+
+
+def _shown_field(field: np.ndarray, loss: str) -> np.ndarray:
+    """The field as drawn: a discriminator as its probability ``D = sigmoid(logit)`` (its logits run to +-30 early in a
+    run and to +-2 late, so no one scale shows them both); a critic minus its grid mean (defined up to a constant)."""
     if loss.startswith("wgan"):
-        field = field - field.mean()          # a critic is defined up to a constant
-    return GANState(loss, step, [s for s, _ in hist.snapshots], snap["samples"], field, snap["lim"], density,
-                    np.asarray(hist.d_losses), np.asarray(hist.g_losses))
+        return field - field.mean()
+    return 1.0 / (1.0 + np.exp(-np.clip(field, -60, 60)))
 
 
 def gan_figure(state: GANState):
-    """Left: samples over the true density; middle: the discriminator's logit or the critic's value (diverging map
-    centred at 0); right: both losses up to the current step."""
+    """Left: samples over the true density; middle: the discriminator's probability D(x) or the critic's value (a
+    diverging map centred at 1/2 or 0, one colour scale for every snapshot of the run: ``state.vmin, state.vmax``);
+    right: both losses up to the current step."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     ext = (-state.lim, state.lim, -state.lim, state.lim)
     ax = axes[0]
@@ -76,12 +90,11 @@ def gan_figure(state: GANState):
     ax.set_xlim(-state.lim, state.lim); ax.set_ylim(-state.lim, state.lim); ax.set_aspect("equal")
     ax.set_title(f"{state.loss}, step {state.step}: samples (orange)\nover the true density (grey)", fontsize=9)
     ax = axes[1]
-    v = float(np.abs(state.field).max()) or 1.0
-    im = ax.imshow(state.field, extent=ext, origin="lower", cmap="RdBu_r", vmin=-v, vmax=v)
+    im = ax.imshow(state.field, extent=ext, origin="lower", cmap="RdBu_r", vmin=state.vmin, vmax=state.vmax)
     ax.contour(state.density, extent=ext, levels=3, colors="k", linewidths=0.5)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_aspect("equal")
-    what = "critic f(x) − its mean" if state.is_wgan else "discriminator logit (0: D = 1/2)"
+    what = "critic f(x) − its mean (one scale per run)" if state.is_wgan else "discriminator D(x) (1/2: undecided)"
     ax.set_title(f"{what}\n(red: looks real, blue: looks generated)", fontsize=9)
     ax = axes[2]
     n = max(state.step, 1)
@@ -116,7 +129,25 @@ class GANExplorer(Explorer):
         self.loss = W.ToggleButtons(options=list(runs), value=list(runs)[0], description="loss")
         self.slider = W.IntSlider(value=len(first.snapshots) - 1, min=0, max=len(first.snapshots) - 1,
                                   description="snapshot", continuous_update=False)
+        self._syncing = False
+        self.loss.observe(self._sync_slider, names="value")       # registered first: runs before the redraw
         self._start([self.loss, self.slider], watch=[self.loss, self.slider])
+
+    def _sync_slider(self, change) -> None:
+        """Runs may have different numbers of snapshots: give the slider the new run's range, at the same fraction of
+        the run (the end stays the end)."""
+        old_n, new_n = (len(self.runs[change[k]].snapshots) - 1 for k in ("old", "new"))
+        frac = self.slider.value / old_n if old_n else 1.0
+        self._syncing = True
+        try:
+            self.slider.max = max(new_n, 0)
+            self.slider.value = round(frac * new_n)
+        finally:
+            self._syncing = False
+
+    def update(self) -> None:
+        if not self._syncing:                                     # one redraw per user action
+            super().update()
 
     def state(self) -> GANState:
         n = len(self.runs[self.loss.value].snapshots)
