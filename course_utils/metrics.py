@@ -115,6 +115,9 @@ def relative_to_noise_floor(distance: Callable[[torch.Tensor, torch.Tensor], flo
     """
     n = len(samples)
     ref, fresh = sample_truth(n), sample_truth(n)
+    if torch.equal(torch.as_tensor(ref), torch.as_tensor(fresh)):
+        raise ValueError("relative_to_noise_floor: sample_truth(n) returned the same points twice, so the floor would be "
+                         "0; draw from one generator that advances (not one seeded anew inside sample_truth)")
     d = float(distance(samples, ref))
     floor = float(distance(fresh, ref))
     ratio = d / floor if floor > 0 else math.inf

@@ -74,6 +74,9 @@ def test_noise_floor_ratio():
     assert 0.3 < good["ratio"] < 3
     assert bad["ratio"] > 5
     assert set(good) == {"distance", "floor", "ratio"}
+    same = lambda n: _gauss(n, 0.0, 1.0, seed=3)  # noqa: E731  (a sampler seeded anew: both truth draws are equal)
+    with pytest.raises(ValueError, match="same points twice"):
+        relative_to_noise_floor(sliced_wasserstein, truth(100), same)
 
 
 def test_metrics_reject_bad_input():
