@@ -120,6 +120,10 @@ def relative_to_noise_floor(distance: Callable[[torch.Tensor, torch.Tensor], flo
                          "0; draw from one generator that advances (not one seeded anew inside sample_truth)")
     d = float(distance(samples, ref))
     floor = float(distance(fresh, ref))
+    if d < 0 or floor < 0:
+        raise ValueError(f"relative_to_noise_floor: the distance came out negative ({d:.3g}, floor {floor:.3g}), so their "
+                         "ratio means nothing; use a distance that is never negative, such as sliced_wasserstein (the "
+                         "unbiased energy_distance can be negative when the samples match)")
     ratio = d / floor if floor > 0 else math.inf
     return {"distance": d, "floor": floor, "ratio": ratio}
 

@@ -77,6 +77,8 @@ def test_noise_floor_ratio():
     same = lambda n: _gauss(n, 0.0, 1.0, seed=3)  # noqa: E731  (a sampler seeded anew: both truth draws are equal)
     with pytest.raises(ValueError, match="same points twice"):
         relative_to_noise_floor(sliced_wasserstein, truth(100), same)
+    with pytest.raises(ValueError, match="negative"):  # the unbiased energy distance of matching samples can be < 0
+        relative_to_noise_floor(lambda a, b: -1.0, truth(100), truth)
 
 
 def test_metrics_reject_bad_input():
