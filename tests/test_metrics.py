@@ -77,6 +77,12 @@ def test_noise_floor_ratio():
     same = lambda n: _gauss(n, 0.0, 1.0, seed=3)  # noqa: E731  (a sampler seeded anew: both truth draws are equal)
     with pytest.raises(ValueError, match="same points twice"):
         relative_to_noise_floor(sliced_wasserstein, truth(100), same)
+    g = torch.Generator().manual_seed(4)
+    stream = lambda n: torch.randn(n, 2, generator=g, dtype=torch.float64)  # noqa: E731
+    ratios = [relative_to_noise_floor(sliced_wasserstein, stream(2000), stream, repeats=10)["ratio"] for _ in range(5)]
+    assert all(0.75 < r < 1.35 for r in ratios), ratios  # averaged: a sample of the truth scores about 1
+    with pytest.raises(ValueError, match="repeats"):
+        relative_to_noise_floor(sliced_wasserstein, truth(100), truth, repeats=0)
     with pytest.raises(ValueError, match="negative"):  # the unbiased energy distance of matching samples can be < 0
         relative_to_noise_floor(lambda a, b: -1.0, truth(100), truth)
 
