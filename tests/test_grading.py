@@ -143,3 +143,26 @@ def test_shards_merge_into_one_gradebook(course, tmp_path):
     with Gradebook(f"sqlite:///{merged / 'gradebook.db'}") as gb:
         assert gb.find_submission(HW, "ann").score == 10 and gb.find_submission(HW, "cat").score == 3
     assert (merged / "nbgrader" / "autograded" / "ann" / HW / f"{HW}.ipynb").exists()  # for the formgrader
+
+
+def test_a_checkout_under_tmp_or_home_stays_visible_in_the_box(tmp_path, monkeypatch):
+    """The box mounts empty folders on /tmp and /home; Python, the venv and the package are bound after them, so a
+    checkout under /tmp (a CI clone) or /home (most laptops) is still there for the kernel (it was hidden: every
+    submission a `grader error`)."""
+    from course_utils.course import sandbox
+
+    iso = sandbox.detect_isolation()
+    if iso.kind == "none":
+        pytest.skip("no sandbox on this machine")
+    package = tmp_path / "checkout" / "course_pkg"  # tmp_path is under /tmp on Linux
+    package.mkdir(parents=True)
+    (package / "marker.txt").write_text("visible")
+    real = sandbox._python_paths
+    monkeypatch.setattr(sandbox, "_python_paths", lambda: [*real(), package])
+    dirs = [tmp_path / d for d in ("private", "work", "exchange")]
+    for d in dirs:
+        d.mkdir()
+    box = sandbox.Sandbox(sandbox.Isolation("bubblewrap", None, sized_tmpfs=iso.sized_tmpfs), sandbox.Limits(), *dirs)
+    out = subprocess.run(box.command(["/bin/cat", str(package / "marker.txt")]), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout == "visible", (out.returncode, out.stdout, out.stderr[-500:])

@@ -218,14 +218,15 @@ class Sandbox:
             for p in _SYSTEM:
                 if os.path.lexists(p):
                     inner += ["--ro-bind", p, p]
-            for p in _python_paths():
-                inner += ["--ro-bind", str(p), str(p)]
             for name in ("passwd", "group", "hosts"):
                 inner += ["--ro-bind", str(etc / name), f"/etc/{name}"]
             # everything the kernel may write is a tmpfs (charged to the box's memory) but the exchange folder
             size = ["--size", str(self.limits.memory_mb * 2**20)] if self.isolation.sized_tmpfs else []
             inner += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/tmp", *size, "--tmpfs", "/home",
                       *size, "--tmpfs", f"{self.HOME}/work"]  # each at most the memory limit (where bwrap can say so)
+            # Python, the venv and the package after the tmpfs folders: a checkout under /home or /tmp stays visible
+            for p in _python_paths():
+                inner += ["--ro-bind", str(p), str(p)]
             for f in self.data:
                 inner += ["--ro-bind", str(f), f"{self.HOME}/work/{f.name}"]
             inner += ["--bind", str(self.exchange), str(self.exchange)]
