@@ -119,6 +119,10 @@ axes[1].set(xlabel="t / T", ylabel=r"$\log_{10}$ SNR $=\log_{10}\bar\alpha_t/(1-
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
+# Against $t/T$ the cosine schedule is one curve whatever $T$ ($\bar\alpha_t$ depends on $t/T$ only: its dotted $T = 100$ curve
+# lies under the solid one). The linear schedule keeps its range of $\beta$, so with $T = 100$ its $\beta_t$ sum to a tenth as
+# much and it ends far from $\mathcal N(0, I)$ — the table's $\bar\alpha_T$ and KL.
+#
 # ## 2 · The posterior $q(x_{t-1}\mid x_t, x_0)$
 #
 # By Bayes and the Markov property, $q(x_{t-1}\mid x_t, x_0) \propto q(x_t\mid x_{t-1})\,q(x_{t-1}\mid x_0)$. The exponent is
@@ -471,8 +475,10 @@ plt.tight_layout(); plt.show()
 # wide nearest-neighbour balls that cover many real digits, so recall rewards spread and only precision catches it. Every
 # model is two to five noise floors away from real digits in Fréchet distance, and a ranking by that one number would hide
 # that the VAE and the other two fail in opposite directions. The likelihood
-# ranking (VAE far ahead of the DDPM) and the sample ranking do not agree either: section 5's bound measures the
-# first steps of the chain, the samples barely depend on them.
+# ranking (VAE far ahead of the DDPM) agrees with the Fréchet distance in direction, but not in size: most of the DDPM's
+# gap in section 5's bound is lost in the first steps of the chain, on which the samples barely depend. (The VAE's
+# "samples" are its binarised decoder means, the mode of each image's pixels rather than a draw from them: that favours
+# its precision.)
 # The sampler clips the predicted $\hat x_0$ to $[-1, 1]$ (`clip=1.0`): right for the digits, which live there, and wrong
 # for 2-D toys living in $[-4, 4]$ (the toys above are sampled without it).
 #
@@ -586,7 +592,8 @@ assert sweep[2.0][4] < floor_300["mean"][0] + 2 * floor_300["std"][0] and sweep[
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 2.4))
 for ax, (w, (share, _, _, xs, _)) in zip(axes, sweep.items()):
-    image_grid(ax, xs[:30], nrow=10, title=f"w = {w:g}: {share:.0%} on class")
+    image_grid(ax, xs[:30], nrow=10, title=f"w = {w:g}: {share:.0%} of the requested class")
+fig.suptitle("classifier-free guidance: column j asks for the digit j", fontsize=10)
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
@@ -603,7 +610,7 @@ ddpm_explorer(s100, x_ref, chains8)
 # %% [markdown]
 # ## Pitfalls
 # * **A chain too short to reach noise**: the linear $10^{-4}\ldots0.02$ schedule with $T = 50$ leaves $\bar\alpha_T\approx0.6$
-#   and $L_T$ of several nats (section 1). Print the KL for the $T$ you use.
+#   and $L_T$ of nearly 3 nats (section 1's table). Print the KL for the $T$ you use.
 # * **Off-by-one in $t$**: here index $t$ is the notes' $t$ ($\bar\alpha_0 = 1$); libraries store $\bar\alpha_{t+1}$ at `[t]`.
 # * **β instead of $\tilde\beta$**: both are valid reverse variances with different meanings; $\tilde\beta_t$ is the
 #   posterior's, and $\tilde\beta_1 = 0$, so $L_0$ needs its own variance ($\beta_1$ here).

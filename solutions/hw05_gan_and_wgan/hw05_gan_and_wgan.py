@@ -421,6 +421,11 @@ def _check_pr(fn, real, fake, k, expected, what, hints=()):
            f"{what}: (precision, recall) should be ({expected[0]:.4f}, {expected[1]:.4f}), got ({got[0]:.4f}, {got[1]:.4f})")
 
 
+_TWIN_HINT = ("a repeated point is its twin's nearest neighbour, at distance 0: leave each point out of its own neighbours "
+              "by its index (e.g. kthvalue(k + 1)), not by keeping only distances > 0 (torch.cdist may also give a point a "
+              "tiny non-zero distance to itself)")
+
+
 def _check_pr_tight_in_wide(fn, wide, tight):
     """A tight fake cluster inside a wide real cloud: realistic samples (high precision) that miss most of the data."""
     prec, rec = _pair(call(fn, wide, tight, 3, name="precision_recall"), "a tight fake cluster inside a wide real cloud")
@@ -443,6 +448,8 @@ _check_pr(precision_recall, _line(0, 1), _line(2, 2.5, 40), 1, (1 / 3, 0.0), "re
                  ((0.0, 1 / 3), "precision and recall look swapped, and the boundary needs <=")])
 _check_pr(precision_recall, _line(0, 2, 5, 9), _line(1, 3, 6, 7), 2, (1.0, 1.0), "real {0, 2, 5, 9}, fake {1, 3, 6, 7}, k = 2",
           hints=[((1.0, 0.75), "you used the (k-1)-th neighbour: the point itself is not one of its k nearest neighbours")])
+_check_pr(precision_recall, _line(0, 0, 5), _line(-1, 20), 1, (0.0, 1.0), "real {0, 0, 5} (a point twice), fake {-1, 20}, k = 1",
+          hints=[((0.5, 1.0), _TWIN_HINT)])
 g = torch.Generator().manual_seed(0)
 prec, rec = _check_pr_tight_in_wide(precision_recall, 3.0 * torch.randn(800, 2, generator=g, dtype=torch.float64),
                                     0.3 * torch.randn(800, 2, generator=g, dtype=torch.float64))
@@ -461,6 +468,15 @@ def _(student):
     # are inside the fake balls (radii 3). A strict < gives (1/3, 1).
     _check_pr(fn, _line(0, 2), _line(4, 1, 7), 1, (2 / 3, 1.0), "real {0, 2}, fake {4, 1, 7}, k = 1",
               hints=[((1 / 3, 1.0), "a point exactly on a ball's boundary counts as inside (use <=, not <)")])
+    # by hand, k = 1: fake radii 0, 0, 3 (4 is there twice): real 1 is 3 from the fakes at 4 (radius 0) and 6 from 7
+    # (radius 3): outside; real 9 is 2 from 7: inside; precision: real radii 8, 8 reach 4, 4 and 7: 1. Leaving the
+    # point out by d > 0 gives the twins radius 3, and real 1 is inside: (1, 1).
+    _check_pr(fn, _line(1, 9), _line(4, 4, 7), 1, (1.0, 0.5), "real {1, 9}, fake {4, 4, 7} (a point twice), k = 1",
+              hints=[((1.0, 1.0), _TWIN_HINT)])
+    # real radii 0, 0, 6 (3 twice), k = 1: fake 2 is 1 from the twins (radius 0), 7 from 9: outside; fake 12 is 3 from 9
+    # (radius 6): inside. By d > 0 the twins get radius 6 and fake 2 is inside: (1, ...).
+    _check_pr(fn, _line(3, 3, 9), _line(2, 12), 1, (0.5, 1.0), "real {3, 3, 9} (a point twice), fake {2, 12}, k = 1",
+              hints=[((1.0, 1.0), _TWIN_HINT)])
     g = torch.Generator().manual_seed(9)
     _check_pr_tight_in_wide(fn, 2.0 * torch.randn(600, 3, generator=g, dtype=f64), 0.2 * torch.randn(500, 3, generator=g, dtype=f64))
     cloud = torch.randn(500, 3, generator=g, dtype=f64)

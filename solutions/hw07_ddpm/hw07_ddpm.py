@@ -310,7 +310,9 @@ def _(student):
 # function `eps_fn(x [B, 2], t [B] long) -> [B, 2]`. An MLP on the concatenation of $x$ and a few features of $t/T$ (e.g.
 # $\sin, \cos$ of $k\pi t/T$) is enough; use `fit(loss_fn, model, steps=steps, lr=...)` from `course_utils.training`.
 # The check samples 2000 points with its own ancestral sampler and requires a sliced Wasserstein distance to fresh
-# data within **2.5×** its noise floor (the same distance between two fresh data sets), within `steps = 1500`.
+# data within **2.5×** its noise floor (the same distance between two fresh data sets), within `steps = 1500`. It also
+# compares your network at $t = 50$ with the exact noise predictor of `8gaussians` (a Gaussian mixture, so $q_t$ is known):
+# it must be nearer to step 50's than to step 49's or 51's.
 
 # %% nbgrader={"grade": false, "grade_id": "task5_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def train_toy_ddpm(x, steps):
@@ -342,7 +344,16 @@ def train_toy_ddpm(x, steps):
 
 
 # %% nbgrader={"grade": false, "grade_id": "task5_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+from course_utils.score import mixture_score
+
 target = toy("8gaussians")
+
+
+def _exact_eps(x, t):
+    """The exact noise predictor E[eps | x_t] of 8gaussians at step t: q_t is a Gaussian mixture (lecture 07, section 4)."""
+    ab = alpha_bars[t].item()
+    _, score = mixture_score(x.double(), target.centers * math.sqrt(ab), math.sqrt(ab * target.std**2 + 1 - ab))
+    return -math.sqrt(1 - ab) * score
 
 
 @torch.no_grad()
@@ -379,6 +390,19 @@ def _check_toy_model(eps_fn, seed):
            f"eps {mse:.3f}): L_simple regresses the noise")
     expect(mse < 0.8, f"L_simple of the returned network is {mse:.3f} on fresh data; an untrained network gives about 1: "
            "it has not learned to predict the noise (train longer, or check the loss)")
+    # an off-by-one in t trains a network that, fed t, predicts the noise of step t - 1 or t + 1: compare it at t = 50
+    # with the exact predictors of steps 49, 50 and 51 (a well-trained network is nearest the one of step 50)
+    t_mid = 50
+    ab_mid = alpha_bars[t_mid].item()
+    x_mid = (math.sqrt(ab_mid) * x0.double() + math.sqrt(1 - ab_mid) * eps.double()).float()
+    p_mid = call(eps_fn, x_mid, torch.full((2000,), t_mid, dtype=torch.long), name="the returned eps_fn")
+    expect_tensor(p_mid, shape=(2000, 2), name=f"eps_fn(x [2000, 2], t) at t = {t_mid}")
+    d = {s: ((p_mid.double() - _exact_eps(x_mid, t_mid + s)) ** 2).sum(1).mean().item() for s in (-1, 0, 1)}
+    near = -1 if d[-1] < d[1] else 1
+    expect(d[near] > 0.8 * d[0], f"fed t = {t_mid}, your network predicts the noise of step {t_mid + near} (mean squared "
+           f"distance {d[near]:.4f} to the exact predictor of step {t_mid + near}, {d[0]:.4f} to that of step {t_mid}): an "
+           f"off-by-one in t. Noise x_0 with alpha_bar[t] and give the network that same t "
+           f"({'alpha_bar[t - 1]' if near < 0 else 'alpha_bar[t + 1]'} is the slip)")
     xs = _sample(eps_fn, 2000, seed + 1)
     expect(bool(torch.isfinite(xs).all()), "ancestral sampling with your eps_fn gives NaN or inf")
     gt = torch.Generator().manual_seed(seed + 2)
@@ -467,6 +491,7 @@ def _(student):
 # (b) The bound: a network trained without the weights is imprecise exactly where $\lambda_t$ is large, so its
 # ELBO (in nats, per image) is poor: in the lecture the DDPM's bound was far below the VAE's, and most of it is
 # lost at small $t$ (and, with the cosine schedule, at the last steps where $\alpha_t \to 0$), while its samples were
-# comparable or better. Samples and likelihoods measure different things; for likelihoods one trains on the true ELBO
+# much closer than that gap suggests (a higher recall than the VAE's, though a lower precision and about twice its
+# Fréchet distance): the steps that cost the bound most hardly change a sample. Samples and likelihoods measure different things; for likelihoods one trains on the true ELBO
 # (or learns the variances, as Nichol and Dhariwal do).
 # ### END SOLUTION

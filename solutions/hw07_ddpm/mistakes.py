@@ -124,6 +124,11 @@ def posterior(x0, xt, t):
     return x0_fn''')),
     dict(task="task5", name="time rescaled at sampling (t // 2 instead of t)", says="not learned to predict the noise",
          code=_train("    return lambda xb, t: _good_eps(xb, t // 2)")),
+    # trained with alpha_bar[t - 1] (or [t + 1]) for the label t: the network, fed t, is the right one at t - 1 (t + 1)
+    dict(task="task5", name="off-by-one: alpha_bar[t - 1] in training", says="alpha_bar[t - 1] is the slip",
+         code=_train("    return lambda xb, t: _good_eps(xb, (t - 1).clamp(min=1))")),
+    dict(task="task5", name="off-by-one: alpha_bar[t + 1] in training", says="alpha_bar[t + 1] is the slip",
+         code=_train("    return lambda xb, t: _good_eps(xb, (t + 1).clamp(max=T))")),
     # task 6: classifier-free guidance
     dict(task="task6", name="guidance with the wrong sign", says="wrong sign",
          code=_cfg("eps_uncond - w * (eps_cond - eps_uncond)")),
