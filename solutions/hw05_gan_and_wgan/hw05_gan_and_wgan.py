@@ -243,6 +243,9 @@ def _check_gp(student, seed, B, D):
         expect(not (norm < 1 and abs(val) < 1e-9), f"a linear critic with {what} gets penalty {val:.4g}: that is a one-sided "
                f"penalty (only norms above 1); the two-sided penalty is (|w| - 1)^2 = {ref:.4g}")
         expect(abs(val - 10 * ref) > 1e-6, f"the penalty for {what} is {val:.4g} = 10 x (|w| - 1)^2: return it without the weight λ")
+        expect(abs(val - (norm / B - 1) ** 2) > 1e-6, f"the penalty for {what} is {val:.4g} = (|w|/B - 1)^2 with B = {B}: "
+               "each gradient is divided by the batch size, as when differentiating critic(x_hat).mean(); differentiate "
+               "critic(x_hat).sum() (each output depends on its own point only)")
         expect(abs(val - (norm**2 - 1) ** 2) > 1e-6 or abs(val - ref) < 1e-9,
                f"the penalty for {what} is {val:.4g} = (|w|^2 - 1)^2: use the norm of the gradient, not its squared norm")
         expect_close(gp, ref, atol=1e-9, name=f"gradient_penalty of a linear critic with {what} ((|w| - 1)^2)")

@@ -55,6 +55,13 @@ def gradient_penalty(critic, real, fake, generator=None):
     grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return (grad.pow(2).sum(1) - 1).pow(2).mean()
 '''),
+    dict(task="task2", name="gradient of the mean, not the sum", says="divided by the batch size", code='''
+def gradient_penalty(critic, real, fake, generator=None):
+    t = torch.rand(len(real), 1, generator=generator, dtype=real.dtype)
+    x_hat = (t * real.detach() + (1 - t) * fake.detach()).requires_grad_(True)
+    grad, = torch.autograd.grad(critic(x_hat).mean(), x_hat, create_graph=True)
+    return (grad.norm(dim=1) - 1).pow(2).mean()
+'''),
     dict(task="task2", name="penalty at the real points", says="interpolates", code='''
 def gradient_penalty(critic, real, fake, generator=None):
     x_hat = real.detach().clone().requires_grad_(True)

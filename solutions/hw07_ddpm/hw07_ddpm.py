@@ -282,14 +282,16 @@ def _check_step(fn, seed, shape, t):
                "ancestral_step adds noise at t = 1; the last step returns the mean mu_theta(x_1, 1)")
         expect_close(out, mu, atol=1e-9, name="ancestral_step at t = 1 (the mean, no noise)")
         return
+    bt_prev = (1 - alpha_bars[t - 2]) / (1 - ab_prev) * betas[t - 1]   # beta_tilde_(t-1), an off-by-one (0 at t = 2)
     _diagnose(out, mu + bt.sqrt() * z, {"ancestral_step uses sigma_t^2 = beta_t; this task asks for beta_tilde_t, the posterior variance": mu + b.sqrt() * z,
                    "ancestral_step multiplies z by the variance beta_tilde_t; use the standard deviation sqrt(beta_tilde_t)": mu + bt * z,
+                   "ancestral_step uses beta_tilde_(t-1), the variance of the step before: index the schedule at t": mu + bt_prev.sqrt() * z,
                    "ancestral_step forgets the noise: x_(t-1) = mu + sigma_t z for t > 1": mu}, atol=1e-9)
     expect_close(out, mu + bt.sqrt() * z, atol=1e-9, name=f"ancestral_step at t = {t}")
 
 
 # %% nbgrader={"grade": true, "grade_id": "task4_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-for _t in (1, 2, 50, 100):
+for _t in (1, 50, 2, 100):
     _check_step(ancestral_step, _t, (5, 2), _t)
 _check_step(ancestral_step, 7, (3, 1, 8, 8), 9)
 passed("ancestral_step = mu_theta + sqrt(beta_tilde_t) z, with no noise at t = 1")

@@ -108,6 +108,9 @@ def posterior(x0, xt, t):
          code=_step("    return mean if t == 1 else mean + bt * z")),
     dict(task="task4", name="noise at t = 1 too", says="noise at t = 1",
          code=_step("    return mean + b.sqrt() * z")),
+    dict(task="task4", name="beta_tilde of the step before (t - 1)", says="variance of the step before",
+         code=_step('''    bt1 = ((1 - alpha_bars[max(t - 2, 0)]) / (1 - alpha_bars[t - 1]) * betas[t - 1]).to(xt)
+    return mean if t == 1 else mean + bt1.sqrt() * z''')),
     dict(task="task4", name="no noise at all", says="forgets the noise",
          code=_step("    return mean")),
     # task 5: training (cheap: reuse the trained toy_eps of the solution run)
