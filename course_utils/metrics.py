@@ -104,6 +104,11 @@ def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor,
     return kl.sum(-1)
 
 
+def _check_repeats(repeats, fn: str) -> None:
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"{fn}: repeats must be a positive whole number, got {repeats!r}")
+
+
 def relative_to_noise_floor(distance: Callable[[torch.Tensor, torch.Tensor], float], samples: torch.Tensor,
                             sample_truth: Callable[[int], torch.Tensor], repeats: int = 1) -> dict[str, float]:
     """A sample distance next to its noise floor.
@@ -115,8 +120,7 @@ def relative_to_noise_floor(distance: Callable[[torch.Tensor, torch.Tensor], flo
     0.4-0.8 against one unlucky floor of 2000 points on the toys): ``repeats=k`` averages each over ``k`` pairs of
     fresh draws (``truth_1``, ``truth_2``), taken in that order from ``sample_truth``.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"relative_to_noise_floor: repeats must be a positive whole number, got {repeats!r}")
+    _check_repeats(repeats, "relative_to_noise_floor")
     n = len(samples)
     ds, floors = [], []
     for _ in range(repeats):
@@ -155,8 +159,7 @@ def noise_floor(statistic: Callable[[torch.Tensor], float | tuple[float, ...]], 
                          f"{type(pool).__name__ if not isinstance(pool, torch.Tensor) else tuple(pool.shape)}")
     if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= len(pool):
         raise ValueError(f"noise_floor: n must be a whole number of samples in 2..{len(pool)} (the pool's size), got {n!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"noise_floor: repeats must be a positive whole number, got {repeats!r}")
+    _check_repeats(repeats, "noise_floor")
     g = torch.Generator().manual_seed(seed)
     values = []
     for _ in range(repeats):

@@ -166,7 +166,7 @@ def _content_size(v: Any, budget: int = 10**9) -> int:
 
 
 def run(job: dict) -> dict:
-    from jupyter_client import AsyncKernelManager, BlockingKernelClient
+    from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
     from jupyter_core.utils import run_sync
     from nbclient import NotebookClient
@@ -442,19 +442,16 @@ def _read_answer(folder_fd: int, name: str, max_bytes: int) -> bytes | None:
     link, never blocking on a pipe or a device."""
     import stat
 
+    from course_utils.course.rpc import RpcFailure
+
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), dir_fd=folder_fd)
     except FileNotFoundError:
         return None
     except OSError as err:
-        from course_utils.course.rpc import RpcFailure
-
         raise RpcFailure(f"the answer to the grader's call is not a plain file ({err.strerror})") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            from course_utils.course.rpc import RpcFailure
-
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise RpcFailure("the answer to the grader's call is not a plain file")
         chunks, total = [], 0
         while total <= max_bytes:
@@ -464,8 +461,6 @@ def _read_answer(folder_fd: int, name: str, max_bytes: int) -> bytes | None:
             chunks.append(chunk)
             total += len(chunk)
         if total > max_bytes:
-            from course_utils.course.rpc import RpcFailure
-
             raise RpcFailure("the answer to the grader's call is too large")
         return b"".join(chunks)
     finally:

@@ -59,15 +59,14 @@ def gan_state(runs: dict, loss: str, index: int, density: np.ndarray) -> GANStat
         raise ValueError(f"the {loss!r} run has no snapshots: train it with record=gan_recorder(...), record_every=...")
     if not 0 <= index < len(hist.snapshots):
         raise ValueError(f"snapshot index must be in 0..{len(hist.snapshots) - 1}, got {index}")
-    fields = [_shown_field(s["field"], loss) for _, s in hist.snapshots]
     if loss.startswith("wgan"):                # one scale per run, shared along the step slider, centred at 0
-        m = max(float(np.abs(f).max()) for f in fields) or 1.0
+        m = max(float(np.abs(_shown_field(s["field"], loss)).max()) for _, s in hist.snapshots) or 1.0
         vmin, vmax = -m, m
     else:                                      # a probability: the same [0, 1] for every snapshot, centred at 1/2
         vmin, vmax = 0.0, 1.0
     step, snap = hist.snapshots[index]
-    return GANState(loss, step, [s for s, _ in hist.snapshots], snap["samples"], fields[index], vmin, vmax, snap["lim"],
-                    density, np.asarray(hist.d_losses), np.asarray(hist.g_losses))
+    return GANState(loss, step, [s for s, _ in hist.snapshots], snap["samples"], _shown_field(snap["field"], loss), vmin,
+                    vmax, snap["lim"], density, np.asarray(hist.d_losses), np.asarray(hist.g_losses))
 
 
 def _shown_field(field: np.ndarray, loss: str) -> np.ndarray:
