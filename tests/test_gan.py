@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from course_utils.data import toy
-from course_utils.gan import (LOSSES, clip_weights, critic_loss, discriminator_loss, fit_critic, generator_loss,
-                              gradient_penalty, lipschitz_estimate, mlp_critic, mlp_generator, mode_coverage, train_gan,
-                              train_digits_gan)
+from course_utils.gan import (LOSSES, SCHEDULES, clip_weights, critic_loss, discriminator_loss, fit_critic,
+                              generator_loss, gradient_penalty, lipschitz_estimate, mixture_scores, mlp_critic,
+                              mlp_generator, mode_coverage, toy_wgan_gp, train_gan, train_digits_gan)
 from course_utils.widgets import GANExplorer, gan_figure, gan_recorder, gan_state
 
 
@@ -64,6 +64,8 @@ def test_gradient_penalty_of_a_linear_critic(w):
     real, fake = torch.randn(32, 2, dtype=torch.float64), torch.randn(32, 2, dtype=torch.float64)
     gp = gradient_penalty(_linear(w), real, fake)
     assert gp.ndim == 0 and abs(gp.item() - (math.hypot(*w) - 1) ** 2) < 1e-12   # two-sided, no lambda
+    one = gradient_penalty(_linear(w), real, fake, one_sided=True)                 # only slopes above 1 cost
+    assert abs(one.item() - max(0.0, math.hypot(*w) - 1) ** 2) < 1e-12
 
 
 def test_gradient_penalty_uses_interpolates_and_trains_the_critic():
@@ -166,6 +168,73 @@ def test_train_digits_gan_is_seeded_and_returns_images():
         train_digits_gan(x[:300] * 2 - 1, steps=1, progress=False)
 
 
+def test_constant_then_linear_schedule_changes_only_the_last_30_percent():
+    # 10 steps: learning-rate factor min(1, (10 - i) / 3) at step i, so steps 0..7 run at full rate and 8, 9 at 2/3, 1/3.
+    # The critic's loss at step i is logged before its update (the runs agree up to step 8); the generator's after the
+    # critic's update of the same step (they agree up to step 7).
+    hists = []
+    for schedule in (None, "constant-then-linear"):
+        torch.manual_seed(0)
+        G, D = mlp_generator(2, 2, 8, 1), mlp_critic(2, 8, 1)
+        hists.append(train_gan(G, D, _blob, loss="wgan-gp", steps=10, batch_size=16, schedule=schedule, progress=False))
+    plain, tail = hists
+    assert plain.d_losses[:9] == tail.d_losses[:9] and plain.d_losses[9] != tail.d_losses[9]
+    assert plain.g_losses[:8] == tail.g_losses[:8] and plain.g_losses[8] != tail.g_losses[8]
+    assert SCHEDULES == (None, "cosine", "constant-then-linear")
+
+
+def test_first_layer_gain_scales_the_initial_weights_only():
+    torch.manual_seed(3)
+    plain = mlp_generator(8, 2, 16, 2)
+    torch.manual_seed(3)
+    steep = mlp_generator(8, 2, 16, 2, first_layer_gain=8)
+    assert torch.allclose(steep[0].weight, 8 * plain[0].weight) and torch.equal(steep[0].bias, plain[0].bias)
+    assert all(torch.equal(a, b) for a, b in zip(list(steep.parameters())[2:], list(plain.parameters())[2:]))
+    for bad in (0, -1.0, float("nan"), "8"):
+        with pytest.raises(ValueError, match="first_layer_gain"):
+            mlp_generator(first_layer_gain=bad)
+
+
+def test_toy_wgan_gp_recipe_is_the_documented_one():
+    G, D, kw = toy_wgan_gp(seed=1)
+    G2, _, _ = toy_wgan_gp(seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(G.parameters(), G2.parameters()))           # seeded
+    assert G[0].in_features == kw["latent_dim"] == 8 and G[0].out_features == 64
+    assert kw["loss"] == "wgan-gp" and kw["gp_one_sided"] and kw["schedule"] == "constant-then-linear"
+    assert kw["steps"] == 3000 and kw["d_steps"] == 5 and kw["ema"] == 0.99 and kw["seed"] == 1
+
+
+def test_mixture_scores_of_the_truth_and_of_a_collapsed_generator():
+    eight = toy("8gaussians")
+    real = eight.sample((2000,), generator=torch.Generator().manual_seed(5)).float()
+    truth = lambda z: eight.sample((len(z),), generator=torch.Generator().manual_seed(9)).float()
+    row, s = mixture_scores(truth, 2, eight, real)
+    assert s.shape == (2000, 2) and row["modes"] == "8/8" and row["high quality"] > 0.98
+    assert row["precision"] > 0.95 and row["recall"] > 0.95 and set(row) == {"modes", "high quality", "precision", "recall"}
+    one_mode = lambda z: eight.centers[0].float() + eight.std * z        # every sample on mode 0
+    row, _ = mixture_scores(one_mode, 2, eight, real)
+    assert row["modes"] == "1/8" and row["precision"] > 0.95 and row["recall"] < 0.2     # quality without coverage
+
+
+def test_bench_gan_variants_differ_from_the_recipe_in_one_thing_each():
+    from course_utils.course.bench import _gan_variants
+    zoo = _gan_variants()
+    G, D, kw = zoo["recipe"](0)
+    for name, build in zoo.items():
+        G2, D2, kw2 = build(0)
+        assert all(torch.equal(a, b) for a, b in zip(D.parameters(), D2.parameters()))    # the same critic
+        changed = {k for k in kw if kw[k] != kw2[k]}
+        same_g = all(torch.equal(a, b) for a, b in zip(G.parameters(), G2.parameters()))
+        expected = {"recipe": (set(), True), "two-sided penalty": ({"gp_one_sided"}, True),
+                    "default initialisation": (set(), False), "two-sided, default init.": ({"gp_one_sided"}, False),
+                    "2000 steps": ({"steps"}, True)}[name]
+        assert (changed, same_g) == expected, name
+    assert torch.allclose(zoo["recipe"](0)[0][0].weight, 8 * zoo["default initialisation"](0)[0][0].weight)
+    from course_utils.course.bench import bench_gan
+    with pytest.raises(SystemExit, match="unknown variant"):
+        bench_gan(variants=["lsgan"])
+
+
 def test_train_gan_rejects_bad_arguments():
     G, D = mlp_generator(), mlp_critic()
     with pytest.raises(ValueError, match="loss must be one of"):
@@ -174,6 +243,8 @@ def test_train_gan_rejects_bad_arguments():
         train_gan(G, D, _blob, steps=1, d_steps=0)
     with pytest.raises(ValueError, match="data must be"):
         train_gan(G, D, torch.zeros(5), steps=1)
+    with pytest.raises(ValueError, match="constant-then-linear"):
+        train_gan(G, D, _blob, steps=1, schedule="linear")
     assert set(LOSSES) == {"minimax", "nonsaturating", "wgan-clip", "wgan-gp", "wgan"}
 
 

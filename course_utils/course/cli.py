@@ -9,6 +9,7 @@
     course bench notebooks [--busy 1]  time every lecture and solution notebook against its budget (with other
                                        busy processes); prints the thread count and the load it ran under
     course bench flows                 train the chapter-02 flows (and zuko's, if installed) on every toy target
+    course bench gan                   chapter 05's WGAN-GP recipe and each departure from it, on three seeds
     course bench models                every model family with a likelihood and a sampler (flow, DDPM via its
                                        PF-ODE, flow matching with both couplings; zuko's NSF and torchcfm if
                                        installed) on every toy target, for the same wall-clock budget
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="grade even where no sandbox is available (macOS, Windows): the students' code then runs with "
                         "your rights; every row of the CSV says so")
     b = sub.add_parser("bench", help="measure: `notebooks` (times against budgets), `flows` (KL gaps on the toy zoo) or "
-                                      "`models` (every model family on the toy zoo)")
-    b.add_argument("what", choices=["notebooks", "flows", "models"], help="what to benchmark")
+                                      "`models` (every model family on the toy zoo) or `gan` (chapter 05's WGAN-GP recipe)")
+    b.add_argument("what", choices=["notebooks", "flows", "models", "gan"], help="what to benchmark")
     b.add_argument("--seconds", type=float, default=None,
                    help="flows, models: training budget per model and target (default 10 for flows, 20 for models)")
     b.add_argument("--targets", nargs="*", default=None, help="flows, models: toy targets (default: all)")
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--busy", type=int, default=0,
                    help="notebooks: run this many other CPU-bound processes meanwhile (a busy laptop; default 0)")
     b.add_argument("--only", nargs="*", default=None, help="notebooks: only these lectures / homework (e.g. 05 hw05)")
+    b.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="gan: seeds (default 0 1 2)")
+    b.add_argument("--variants", nargs="*", default=None,
+                   help="gan: which of 'recipe', 'two-sided penalty', 'default initialisation', "
+                        "'two-sided, default init.', '2000 steps' (default: all)")
     args = parser.parse_args(argv)
 
     course = Course.find(args.root)
@@ -101,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
               jobs=args.jobs, shard=shard, limits=limits, allow_unsandboxed=args.unsandboxed)
         return 0
     if args.command == "bench":
-        from .bench import bench_flows, bench_models, bench_notebooks
+        from .bench import bench_flows, bench_gan, bench_models, bench_notebooks
 
         if args.what == "flows":
             bench_flows(args.seconds or 10.0, args.targets, args.models)
             return 0
         if args.what == "models":
             bench_models(args.seconds or 20.0, args.targets, args.models)
+            return 0
+        if args.what == "gan":
+            bench_gan(tuple(args.seeds), args.variants)
             return 0
         return bench_notebooks(course, busy=args.busy, only=args.only)
     return 2  # pragma: no cover
