@@ -38,7 +38,7 @@ import math
 import torch
 
 from course_utils import seed_everything, set_threads
-from course_utils.checks import LocalStudent, call, expect, expect_close, expect_tensor, hidden_test, passed
+from course_utils.checks import CheckFailed, LocalStudent, call, expect, expect_close, expect_tensor, hidden_test, passed
 from course_utils.data import toy
 from course_utils.gan import mlp_critic, mlp_generator, mode_coverage
 
@@ -246,6 +246,9 @@ def _check_gp(student, seed, B, D):
         expect(abs(val - (norm / B - 1) ** 2) > 1e-6, f"the penalty for {what} is {val:.4g} = (|w|/B - 1)^2 with B = {B}: "
                "each gradient is divided by the batch size, as when differentiating critic(x_hat).mean(); differentiate "
                "critic(x_hat).sum() (each output depends on its own point only)")
+        expect(abs(val - (math.sqrt(B) * norm - 1) ** 2) > 1e-6, f"the penalty for {what} is {val:.4g} = (sqrt(B) |w| - 1)^2 "
+               f"with B = {B}: one norm of the whole batch's gradients; take each point's gradient norm (norm(dim=1)) and "
+               "average the squared deviations from 1")
         expect(abs(val - (norm**2 - 1) ** 2) > 1e-6 or abs(val - ref) < 1e-9,
                f"the penalty for {what} is {val:.4g} = (|w|^2 - 1)^2: use the norm of the gradient, not its squared norm")
         expect_close(gp, ref, atol=1e-9, name=f"gradient_penalty of a linear critic with {what} ((|w| - 1)^2)")
@@ -339,8 +342,17 @@ def _check_fd_singular(fn, D, rank, seed):
     a = torch.randn(D, rank, generator=g, dtype=torch.float64)
     sing = a @ a.T
     qm, _ = torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))
-    same = _as_float(call(fn, torch.zeros(D, dtype=torch.float64), sing, torch.zeros(D, dtype=torch.float64), sing.clone(),
-                          name="frechet_distance"), "frechet_distance(N(0, S), N(0, S))")
+    hint = (f"for a rank-{rank} covariance in {D}-D, rounding makes some of its zero eigenvalues slightly negative, and "
+            "their square roots NaN; clamp the eigenvalues at 0 before taking square roots")
+    try:
+        raw = call(fn, torch.zeros(D, dtype=torch.float64), sing, torch.zeros(D, dtype=torch.float64), sing.clone(),
+                   name="frechet_distance")
+    except CheckFailed as err:
+        expect(False, f"{err} ({hint})")
+    nan = (isinstance(raw, float) and math.isnan(raw)) or (isinstance(raw, torch.Tensor) and raw.numel() == 1
+                                                           and not raw.is_complex() and bool(torch.isnan(raw)))
+    expect(not nan, f"frechet_distance(N(0, S), N(0, S)) is NaN: {hint}")
+    same = _as_float(raw, "frechet_distance(N(0, S), N(0, S))")
     expect(0 <= same < 1e-6, f"the distance of a singular Gaussian to itself should be 0 (and never negative), got {same:.3g}")
     rotated = _as_float(call(fn, torch.zeros(D, dtype=torch.float64), sing, torch.zeros(D, dtype=torch.float64), qm @ sing @ qm.T,
                              name="frechet_distance"), "frechet_distance for rotated singular covariances")

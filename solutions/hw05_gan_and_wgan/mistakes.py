@@ -62,6 +62,13 @@ def gradient_penalty(critic, real, fake, generator=None):
     grad, = torch.autograd.grad(critic(x_hat).mean(), x_hat, create_graph=True)
     return (grad.norm(dim=1) - 1).pow(2).mean()
 '''),
+    dict(task="task2", name="one norm over the whole batch", says="whole batch", code='''
+def gradient_penalty(critic, real, fake, generator=None):
+    t = torch.rand(len(real), 1, generator=generator, dtype=real.dtype)
+    x_hat = (t * real.detach() + (1 - t) * fake.detach()).requires_grad_(True)
+    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.norm() - 1).pow(2)
+'''),
     dict(task="task2", name="penalty at the real points", says="interpolates", code='''
 def gradient_penalty(critic, real, fake, generator=None):
     x_hat = real.detach().clone().requires_grad_(True)
@@ -117,6 +124,17 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     mu1, mu2, s1, s2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
     w = torch.linalg.eigvals(s1 @ s2)
     return ((mu1 - mu2) ** 2).sum() + torch.trace(s1) + torch.trace(s2) - 2 * w.sqrt().sum()
+'''),
+    dict(task="task3", name="square roots of eigenvalues without clamping at 0", says="clamp the eigenvalues", code='''
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    mu1, mu2, s1, s2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
+    def sqrt_psd(s):
+        w, v = torch.linalg.eigh(0.5 * (s + s.T))
+        return (v * w.sqrt()) @ v.T
+    r = sqrt_psd(s1)
+    m = r @ s2 @ r
+    tr_sqrt = torch.linalg.eigvalsh(0.5 * (m + m.T)).sqrt().sum()
+    return (((mu1 - mu2) ** 2).sum() + torch.trace(s1) + torch.trace(s2) - 2 * tr_sqrt).item()
 '''),
     dict(task="task3", name="the library's frechet_distance itself", says="write it yourself", code='''
 from course_utils.metrics import frechet_distance
