@@ -610,14 +610,14 @@ assert untrained[1.0][1] < 0.05 and 6 < untrained[8.0][0] / untrained[1.0][0] < 
 # default start one seed falls short (recall 0.899), with the two-sided penalty one (precision 0.893), with both all
 # three, and with 2000 steps instead of 3000 all three (high-quality share or precision below 0.9 on each seed).
 #
-# The table shows the result: all eight modes, and a high-quality share, precision and recall all above 0.9; the left
-# figure shows its samples over the truth, the right one the live generator's snapshots. While the learning rates are held
+# The table shows the result: all eight modes, and a high-quality share, precision and recall all above 0.9; the first
+# figure shows its samples over the truth, the second the live generator's snapshots. While the learning rates are held
 # (unshaded), the live generator's modes are still wider than the truth's (the range printed under the table); as the
 # rates decay over the last 30 % of the steps (shaded) its modes settle to the truth's width (the last 300 steps, printed),
 # and the averaged generator's radial spread is the truth's. Once the rates have decayed, averaging the weights changes
-# little: the live generator, on the same 2000 latents, scores nearly the same (the two `wgan-gp` rows; the snapshots in
-# the left panel use only 500 latents). The exponential average matters while the rates are held, where it smooths the
-# live generator's changes from snapshot to snapshot.
+# little: the live generator, on the same 2000 latents, scores nearly the same (the two `wgan-gp` rows; the snapshots of
+# the second figure use only 500 latents). The average would matter if the rates stayed high: it smooths the live
+# generator's changes from snapshot to snapshot.
 #
 # The asserts hold the recipe to the target. A critic loss with the wrong sign or the penalty left out (either finds no
 # mode at all), a lost mode, or modes too narrow or too bridged each fail the first one; modes of the wrong width fail
