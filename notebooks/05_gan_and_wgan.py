@@ -587,12 +587,11 @@ print(f"averaged generator, median ||dG/dz||: at its {int(high.sum())} high-qual
       f"at its {int((~high).sum())} others {steep[~high].median():.2f}")
 untrained = {}
 for gain in (1.0, 8.0):
-    seed_everything(0)
-    G0 = mlp_generator(recipe["latent_dim"], 2, 64, 3, first_layer_gain=gain).to(device)
+    G0 = toy_wgan_gp(seed=0, first_layer_gain=gain)[0].to(device)    # the recipe's generator before training
     with torch.no_grad():
         spread0 = G0(z_eval).std(0).mean().item()
     untrained[gain] = (steepness(G0, z_eval).median().item(), spread0)
-    print(f"untrained, first_layer_gain={gain:.0f}: median ||dG/dz|| {steepness(G0, z_eval).median():.3f}, "
+    print(f"untrained, first_layer_gain={gain:.0f}: median ||dG/dz|| {untrained[gain][0]:.3f}, "
           f"outputs spread {spread0:.3f} around their mean (the modes sit 2.8 from the origin)")
 assert steep[~high].median() > 5 * steep[high].median()              # the samples between modes come from steep places
 assert untrained[1.0][1] < 0.05 and 6 < untrained[8.0][0] / untrained[1.0][0] < 12   # default: a point; x8: ~8x steeper
